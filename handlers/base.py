@@ -1,0 +1,127 @@
+"""`ApiHandler`: the base of every REST handler, and the one place errors become JSON.
+
+Handlers raise the errors of `storage.errors` (or Tornado's `HTTPError`); `write_error`
+alone turns them into `{"success": false, "message", "code", "errors"?}`. Nothing a client
+sends can make the server answer with HTML or a traceback.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import tornado.web
+
+from server.hub import Hub
+from storage.base import Storage
+from storage.errors import (
+    CalsyncError,
+    InvalidJson,
+    MethodNotAllowed,
+    NotFound,
+    StorageUnavailable,
+    TooLarge,
+    ValidationFailed,
+)
+
+log = logging.getLogger("calsync.http")
+
+# Errors Tornado raises itself, by status, as contract errors.
+HTTP_STATUS_ERRORS: dict[int, type[CalsyncError]] = {
+    400: ValidationFailed,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: TooLarge,
+    503: StorageUnavailable,
+}
+
+
+def to_json(document: Any) -> str:
+    """UTF-8 JSON with Korean left readable (no \\u escapes)."""
+    return json.dumps(document, ensure_ascii=False)
+
+
+def origin_allowed(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
+    """Browsers may talk to us from our own origin or from one the operator listed."""
+    if "*" in allowed or origin in allowed:
+        return True
+    return origin.split("://", 1)[-1] == host
+
+
+@tornado.web.stream_request_body
+class ApiHandler(tornado.web.RequestHandler):
+    """Bodies are streamed so an oversized one is refused (413) before it is read."""
+
+    SUPPORTED_METHODS = ("GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD", "PATCH")
+
+    @property
+    def storage(self) -> Storage:
+        return self.settings["storage"]
+
+    @property
+    def hub(self) -> Hub:
+        return self.settings["hub"]
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        origin = self.request.headers.get("Origin")
+        if origin and origin_allowed(origin, self.request.host, self.settings["allowed_origins"]):
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Vary", "Origin")
+
+    def prepare(self) -> None:
+        self._body = bytearray()
+        limit = self.settings["max_body_bytes"]
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise TooLarge()
+        self.request.connection.set_max_body_size(limit)  # a chunked body over the limit is cut off
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body += chunk
+
+    def options(self, *args: str) -> None:
+        """CORS preflight: allowed origins (see `set_default_headers`) may use every method."""
+        self.set_header("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+        self.set_header("Access-Control-Allow-Headers", "Content-Type")
+        self.set_header("Access-Control-Max-Age", "600")
+        self.set_status(204)
+        self.finish()
+
+    def json_body(self) -> dict[str, Any]:
+        """The request body as a JSON object, or `InvalidJson`."""
+        try:
+            document = json.loads(bytes(self._body).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidJson() from None
+        if not isinstance(document, dict):
+            raise InvalidJson()
+        return document
+
+    def reply(self, status_code: int = 200, /, **fields: Any) -> None:
+        self.set_status(status_code)
+        self.finish(to_json({"success": True, **fields}))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if not isinstance(exc, CalsyncError):  # Tornado's HTTPError, or a bug (500)
+            exc = HTTP_STATUS_ERRORS.get(status_code, CalsyncError)()
+        body = {"success": False, "message": exc.message, "code": exc.code}
+        if exc.errors:
+            body["errors"] = exc.errors
+        self.set_status(exc.status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(to_json(body))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, CalsyncError):
+            log.debug("%s %s: %s", self.request.method, self.request.path, value.code)
+        else:
+            super().log_exception(typ, value, tb)
+
+
+class NotFoundHandler(ApiHandler):
+    """Every path no route matches: a JSON 404, whatever the method."""
+
+    def prepare(self) -> None:
+        raise NotFound()

@@ -1,0 +1,153 @@
+"""Input validation and output shapes, one marshmallow schema per resource.
+
+`load` turns a client's JSON into clean fields or raises `ValidationFailed` with
+per-field errors; `dump` shapes every record the server sends. Server-owned fields are
+`dump_only`, so a client that sends them is ignored, like any unknown field.
+"""
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validates_schema
+
+from storage.errors import ValidationFailed
+
+MISSING = "필수 항목입니다."
+BLANK = "비어 있을 수 없습니다."
+NOT_TEXT = "문자열이어야 합니다."
+DATE_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def too_long(limit: int) -> str:
+    return f"{limit}자 이하여야 합니다."
+
+
+class Text(fields.String):
+    """A string of at most `max_length` characters; `trim` strips it, `required` forbids blank."""
+
+    default_error_messages = {"required": MISSING, "null": MISSING, "invalid": NOT_TEXT}
+
+    def __init__(self, max_length: int, *, trim: bool = False, **kwargs: Any) -> None:
+        if not kwargs.get("required"):
+            kwargs.setdefault("load_default", "")
+        super().__init__(**kwargs)
+        self.max_length = max_length
+        self.trim = trim
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if self.trim:
+            text = text.strip()
+        if self.required and not text:
+            raise ValidationError(BLANK)
+        if len(text) > self.max_length:
+            raise ValidationError(too_long(self.max_length))
+        return text
+
+
+def check_date(value: str) -> None:
+    if not DATE_PATTERN.match(value):
+        raise ValidationError("YYYY-MM-DD 형식의 날짜여야 합니다.")
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise ValidationError("존재하지 않는 날짜입니다.") from None
+
+
+def check_url(value: str) -> None:
+    if not value:
+        return
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in value):
+        raise ValidationError("http(s)로 시작하는 절대 URL이어야 합니다.")
+
+
+class ResourceSchema(Schema):
+    """Loads a JSON object; a missing or blank required field gets the resource's own message."""
+
+    #: The contract's message when a required field is missing or blank.
+    required_message = ValidationFailed.message
+
+    class Meta:
+        unknown = EXCLUDE
+
+    @pre_load
+    def _null_is_empty(self, data: Any, **kwargs: Any) -> Any:
+        """`null` on an optional text field means "" (older clients send it)."""
+        if isinstance(data, dict):
+            return {k: ("" if v is None and k in self.fields and not self.fields[k].required else v)
+                    for k, v in data.items()}
+        return data
+
+    def parse(self, data: Mapping[str, Any], *, partial: bool = False) -> dict[str, Any]:
+        try:
+            return self.load(data, partial=partial)
+        except ValidationError as exc:
+            errors = exc.normalized_messages()
+            required = [f for f, spec in self.fields.items() if spec.required]
+            presence = any(m in (MISSING, BLANK) for f in required for m in errors.get(f, []))
+            raise ValidationFailed(self.required_message if presence else None, errors=errors) from None
+
+
+class DepartmentSchema(ResourceSchema):
+    required_message = "부서 이름은 필수입니다."
+
+    id = fields.String(dump_only=True)
+    name = Text(100, trim=True, required=True)
+    description = Text(1000)
+    created_at = fields.String(dump_only=True)
+    updated_at = fields.String(dump_only=True)
+
+
+class EventSchema(ResourceSchema):
+    required_message = "날짜와 제목은 필수입니다."
+
+    id = fields.String(dump_only=True)
+    department_id = fields.String(dump_only=True)
+    event_date = Text(10, trim=True, required=True, validate=check_date)
+    title = Text(200, trim=True, required=True)
+    description = Text(5000)
+    time = Text(50, trim=True)
+    url = Text(2048, trim=True, validate=check_url)
+    created_at = fields.String(dump_only=True)
+    last_modified = fields.String(dump_only=True)
+    version = fields.Integer(dump_only=True)
+
+    def parse_changes(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """A PUT body: only the fields given, each validated; at least one."""
+        changes = self.parse(data, partial=True)
+        given = {k: v for k, v in changes.items() if k in data}
+        if not given:
+            raise ValidationFailed("수정할 항목이 없습니다.", errors={"_schema": ["수정할 항목이 없습니다."]})
+        return given
+
+
+class DateRangeSchema(ResourceSchema):
+    """`?from=YYYY-MM-DD&to=YYYY-MM-DD` on a department's events, both inclusive and optional."""
+
+    required_message = "날짜 범위가 올바르지 않습니다."
+
+    date_from = fields.String(data_key="from", validate=check_date, load_default=None)
+    date_to = fields.String(data_key="to", validate=check_date, load_default=None)
+
+    @validates_schema
+    def _ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
+            raise ValidationError("from은 to보다 늦을 수 없습니다.", field_name="from")
+
+
+class RoomSchema(ResourceSchema):
+    """The payload of join_department, leave_department and sync_request."""
+
+    required_message = "department_id는 필수입니다."
+
+    department_id = Text(200, trim=True, required=True)
+
+
+department_schema = DepartmentSchema()
+event_schema = EventSchema()
+date_range_schema = DateRangeSchema()
+room_schema = RoomSchema()

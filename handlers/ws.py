@@ -1,0 +1,153 @@
+"""`/ws`: the native WebSocket, one JSON object per text frame.
+
+    {"event": "join_department", "data": {"department_id": "..."}, "id": 7}
+
+The handler is thin: open registers with the hub, a message is parsed and dispatched to
+one method per client event, close leaves every room. Errors become `error` frames in
+one place (`reply_error`) and the connection stays open. Frames over
+`server.max_message_bytes` are closed by Tornado with 1009.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import tornado.websocket
+
+from handlers.base import origin_allowed
+from handlers.schemas import event_schema, room_schema
+from server.hub import Hub, encode_frame
+from storage.base import Storage
+from storage.errors import CalsyncError, InvalidJson, InvalidMessage, UnknownEvent
+
+log = logging.getLogger("calsync.ws")
+MAX_ID_LENGTH = 64
+
+
+@dataclass
+class Envelope:
+    event: str | None = None
+    data: Any = None
+    id: Any = None
+
+    @classmethod
+    def parse(cls, message: str | bytes) -> "Envelope":
+        """Read a frame; on a broken one, raise with what could be read kept for the reply."""
+        if isinstance(message, bytes):
+            raise EnvelopeError(cls(), InvalidMessage("텍스트 프레임만 지원합니다."))
+        try:
+            frame = json.loads(message)
+        except ValueError:
+            raise EnvelopeError(cls(), InvalidJson("메시지가 올바른 JSON이 아닙니다.")) from None
+        if not isinstance(frame, dict):
+            raise EnvelopeError(cls(), InvalidMessage("메시지는 JSON 객체여야 합니다."))
+        event, data, message_id = frame.get("event"), frame.get("data", {}), frame.get("id")
+        envelope = cls(event if isinstance(event, str) else None, data, message_id if _valid_id(message_id) else None)
+        if message_id is not None and envelope.id is None:
+            raise EnvelopeError(envelope, InvalidMessage("id는 64자 이하의 문자열이나 정수여야 합니다."))
+        if not envelope.event:
+            raise EnvelopeError(envelope, InvalidMessage("event 이름이 필요합니다."))
+        if not isinstance(data, dict):
+            raise EnvelopeError(envelope, InvalidMessage("data는 JSON 객체여야 합니다."))
+        return envelope
+
+
+class EnvelopeError(Exception):
+    def __init__(self, envelope: Envelope, error: CalsyncError) -> None:
+        super().__init__(error.message)
+        self.envelope = envelope
+        self.error = error
+
+
+def _valid_id(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, str) and len(value) <= MAX_ID_LENGTH)
+
+
+class SyncSocket(tornado.websocket.WebSocketHandler):
+    @property
+    def storage(self) -> Storage:
+        return self.settings["storage"]
+
+    @property
+    def hub(self) -> Hub:
+        return self.settings["hub"]
+
+    def check_origin(self, origin: str) -> bool:
+        """Browsers from our own origin or a listed one; clients without Origin always pass."""
+        return origin_allowed(origin, self.request.host, self.settings["allowed_origins"])
+
+    # -- the hub's view of a connection ---------------------------------------------------
+    def send(self, frame: str) -> None:
+        self.write_message(frame)
+
+    # -- life cycle -----------------------------------------------------------------------
+    def open(self) -> None:
+        self.client_id = str(uuid.uuid4())
+        self.hub.add(self)
+        self.reply("connected", {"message": "서버에 연결되었습니다.", "client_id": self.client_id})
+
+    def on_close(self) -> None:
+        self.hub.remove(self)
+
+    async def on_message(self, message: str | bytes) -> None:
+        envelope = Envelope()
+        try:
+            envelope = Envelope.parse(message)
+            handler = self.EVENTS.get(envelope.event)
+            if handler is None:
+                raise UnknownEvent(f"알 수 없는 이벤트입니다: {envelope.event}")
+            await handler(self, envelope)
+        except EnvelopeError as exc:
+            self.reply_error(exc.error, exc.envelope)
+        except CalsyncError as exc:
+            self.reply_error(exc, envelope)
+        except tornado.websocket.WebSocketClosedError:
+            pass
+        except Exception:
+            log.exception("error handling %r", envelope.event)
+            self.reply_error(CalsyncError(), envelope)
+
+    def reply(self, event: str, data: Any, message_id: Any = None) -> None:
+        if self.ws_connection is not None and not self.ws_connection.is_closing():
+            self.write_message(encode_frame(event, data, message_id))
+
+    def reply_error(self, error: CalsyncError, envelope: Envelope) -> None:
+        data = {"message": error.message, "code": error.code, "request": envelope.event}
+        if error.errors:
+            data["errors"] = error.errors
+        self.reply("error", data, envelope.id)
+
+    # -- client events --------------------------------------------------------------------
+    async def handle_join_department(self, envelope: Envelope) -> None:
+        department_id = room_schema.parse(envelope.data)["department_id"]
+        await self.storage.get_department(department_id)
+        self.hub.join(department_id, self)
+        self.reply("joined_department", {"department_id": department_id, "message": "부서 그룹에 참여했습니다."}, envelope.id)
+
+    async def handle_leave_department(self, envelope: Envelope) -> None:
+        department_id = room_schema.parse(envelope.data)["department_id"]
+        self.hub.leave(department_id, self)
+        self.reply("left_department", {"department_id": department_id, "message": "부서 그룹에서 나갔습니다."}, envelope.id)
+
+    async def handle_sync_request(self, envelope: Envelope) -> None:
+        department_id = room_schema.parse(envelope.data)["department_id"]
+        events = await self.storage.list_events(department_id)
+        self.reply("sync_response", {"department_id": department_id, "events": event_schema.dump(events, many=True)}, envelope.id)
+
+    async def handle_ping(self, envelope: Envelope) -> None:
+        self.reply("pong", {}, envelope.id)
+
+    EVENTS = {
+        "join_department": handle_join_department,
+        "leave_department": handle_leave_department,
+        "sync_request": handle_sync_request,
+        "ping": handle_ping,
+    }
+
+
+routes = [(r"/ws", SyncSocket)]

@@ -1,0 +1,125 @@
+"""The `calsync` command: serve, create-tables, migrate.
+
+Every problem an operator can cause (bad config, storage that cannot start, a port in
+use, bad arguments) is one line on stderr and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+from typing import Sequence
+
+import tornado.httpserver
+import tornado.netutil
+
+from server import __version__
+from server.app import make_app
+from server.config import Config, ConfigError, load_config
+from server.hub import Hub
+from storage.errors import StorageSetupError
+
+log = logging.getLogger("calsync")
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+class CliError(Exception):
+    """A problem worth one line on stderr and exit status 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="calsync", description="Realtime calendar sync server.")
+    parser.add_argument("--version", action="version", version=f"calsync {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+
+    def command(name: str, help: str) -> ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.add_argument("--config", metavar="PATH", help="config file (default: $CALSYNC_CONFIG or calsync.yaml)")
+        return sub
+
+    serve = command("serve", "run the server until SIGINT or SIGTERM")
+    serve.add_argument("--host", help="listen address (overrides server.host)")
+    serve.add_argument("--port", type=int, help="listen port, 0 for any free one (overrides server.port)")
+    serve.set_defaults(run=run_serve)
+
+    create = command("create-tables", "prepare storage: tables and indexes, schema or folder")
+    create.set_defaults(run=run_create_tables)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    try:
+        return args.run(args)
+    except (ConfigError, StorageSetupError, CliError) as exc:
+        print(f"calsync: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if "port" in overrides and not 0 <= overrides["port"] <= 65535:
+        raise CliError(f"--port: must be between 0 and 65535, got {overrides['port']}")
+    config = dataclasses.replace(config, server=dataclasses.replace(config.server, **overrides))
+    asyncio.run(serve(config))
+    return 0
+
+
+async def serve(config: Config) -> None:
+    storage = config.make_storage()
+    try:
+        await storage.open()
+        hub = Hub()
+        app = make_app(storage, hub, config.server, config.backend)
+        try:
+            sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host)
+        except OSError as exc:
+            raise CliError(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}") from None
+        http_server = tornado.httpserver.HTTPServer(app)
+        http_server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        log.info("calsync %s serving on http://%s:%d (storage: %s)", __version__, config.server.host, port, storage.describe())
+
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping.set)
+        await stopping.wait()
+
+        log.info("shutting down: closing connections and storage")
+        http_server.stop()
+        hub.close_all(1001, "server shutting down")
+        try:
+            await asyncio.wait_for(http_server.close_all_connections(), SHUTDOWN_GRACE_SECONDS)
+        except asyncio.TimeoutError:
+            log.warning("connections still open after %.0f s; closing anyway", SHUTDOWN_GRACE_SECONDS)
+    finally:
+        await storage.close()
+
+
+def run_create_tables(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+
+    async def create() -> list[str]:
+        storage = config.make_storage()
+        try:
+            return await storage.create_tables()
+        finally:
+            await storage.close()
+
+    for line in asyncio.run(create()):
+        print(line)
+    return 0

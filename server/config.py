@@ -1,0 +1,203 @@
+"""Loading `calsync.yaml`: YAML, then `${VAR:-default}` from the environment, then types.
+
+Config is data, checked once at start. Every problem becomes one `ConfigError` whose text
+names the file and the dotted key (`calsync.yaml: server.prot: unknown option`); the CLI
+prints it and exits with status 2.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from server.envfile import read_env_file
+from storage.base import BackendOptions, Storage
+from storage.registry import UnknownBackend, known_backends, load_backend
+
+DEFAULT_PATH = "calsync.yaml"
+ENV_VAR = "CALSYNC_CONFIG"
+VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+TRUE_WORDS = {"true", "yes", "on", "1"}
+FALSE_WORDS = {"false", "no", "off", "0", ""}
+
+
+class ConfigError(Exception):
+    """A config problem, as the one line an operator reads."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = field(default=8000, metadata={"min": 0, "max": 65535})
+    allowed_origins: tuple[str, ...] = ()
+    max_body_bytes: int = field(default=1_048_576, metadata={"min": 1})
+    max_message_bytes: int = field(default=65_536, metadata={"min": 1})
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    server: ServerConfig
+    backend: str
+    backend_class: type[Storage]
+    storage_options: BackendOptions
+
+    def make_storage(self) -> Storage:
+        return self.backend_class(self.storage_options)
+
+
+def config_path(explicit: str | None = None) -> str:
+    """`--config`, else `$CALSYNC_CONFIG`, else `calsync.yaml` in the working folder."""
+    return explicit or os.environ.get(ENV_VAR) or DEFAULT_PATH
+
+
+def load_config(path: str | None = None) -> Config:
+    source = config_path(path)
+    file = Path(source)
+    if not file.is_file():
+        raise ConfigError(f"{source}: config file not found (name another with --config or ${ENV_VAR})")
+    base_dir = file.resolve().parent
+    for name, value in read_env_file(base_dir / ".env").items():
+        os.environ.setdefault(name, value)  # the real environment wins over .env
+    try:
+        document = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: YAML error{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read: {exc}") from None
+    return _build(source, base_dir, document if document is not None else {})
+
+
+def _build(source: str, base_dir: Path, document: Any) -> Config:
+    reader = _SectionReader(source, base_dir)
+    document = reader.mapping(document, "")
+    reader.reject_unknown(document, {"server", "storage"}, "")
+    server = reader.dataclass(ServerConfig, document.get("server"), "server")
+
+    storage = reader.mapping(document.get("storage"), "storage")
+    backend = reader.value(str, storage.get("backend", "sqlite"), "storage.backend")
+    try:
+        backend_class = load_backend(backend)
+    except UnknownBackend as exc:
+        raise ConfigError(f"{source}: storage.backend: {exc}") from None
+    sections = {name: None for name in known_backends()}
+    reader.reject_unknown(storage, {"backend", backend, *sections}, "storage")
+    for name in sections.keys() - {backend}:
+        if name in storage:  # check every section present, so a typo never waits for a switch
+            reader.dataclass(load_backend(name).options_class, storage[name], f"storage.{name}")
+    options = reader.dataclass(backend_class.options_class, storage.get(backend), f"storage.{backend}")
+    return Config(source, server, backend, backend_class, options)
+
+
+class _SectionReader:
+    """Turns YAML values into typed dataclasses, naming `file: dotted.key` in every error."""
+
+    def __init__(self, source: str, base_dir: Path) -> None:
+        self.source = source
+        self.base_dir = base_dir
+
+    def fail(self, key: str, problem: str) -> typing.NoReturn:
+        raise ConfigError(f"{self.source}: {key}: {problem}" if key else f"{self.source}: {problem}")
+
+    def mapping(self, value: Any, key: str) -> Mapping[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(key, f"expected a mapping of options, got {_show(value)}")
+        return value
+
+    def reject_unknown(self, section: Mapping[str, Any], allowed: set[str], key: str) -> None:
+        for name in section:
+            if name not in allowed:
+                self.fail(f"{key}.{name}" if key else str(name), "unknown option")
+
+    def dataclass(self, cls: type, value: Any, key: str) -> Any:
+        section = self.mapping(value, key)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        self.reject_unknown(section, set(fields), key)
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for name, f in fields.items():
+            raw = section[name] if name in section else _default(f)
+            values[name] = self.value(hints[name], raw, f"{key}.{name}", f.metadata)
+        return cls(**values)
+
+    def value(self, kind: Any, raw: Any, key: str, limits: Mapping[str, int] | None = None) -> Any:
+        if isinstance(raw, str):
+            raw = self.interpolate(raw, key)
+        if kind is str:
+            if not isinstance(raw, str):
+                self.fail(key, f"expected a string, got {_show(raw)}")
+            return raw
+        if kind is Path:
+            if not isinstance(raw, str) or not raw:
+                self.fail(key, f"expected a path, got {_show(raw)}")
+            path = Path(raw).expanduser()
+            return path if path.is_absolute() else self.base_dir / path
+        if kind is bool:
+            if isinstance(raw, str) and raw.lower() in TRUE_WORDS | FALSE_WORDS:
+                return raw.lower() in TRUE_WORDS
+            if not isinstance(raw, bool):
+                self.fail(key, f"expected true or false, got {_show(raw)}")
+            return raw
+        if kind is int:
+            return self.integer(raw, key, limits or {})
+        if kind == tuple[str, ...]:
+            if isinstance(raw, str):  # from ${VAR}: comma-separated
+                raw = [part.strip() for part in raw.split(",") if part.strip()]
+            if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+                self.fail(key, f"expected a list of strings, got {_show(raw)}")
+            return tuple(raw)
+        raise TypeError(f"config option {key} has an unsupported type {kind}")
+
+    def integer(self, raw: Any, key: str, limits: Mapping[str, int]) -> int:
+        if isinstance(raw, str):
+            try:
+                raw = int(raw.strip())
+            except ValueError:
+                self.fail(key, f"expected an integer, got {_show(raw)}")
+        if not isinstance(raw, int) or isinstance(raw, bool):
+            self.fail(key, f"expected an integer, got {_show(raw)}")
+        low, high = limits.get("min"), limits.get("max")
+        if (low is not None and raw < low) or (high is not None and raw > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            self.fail(key, f"must be {bounds}, got {raw}")
+        return raw
+
+    def interpolate(self, text: str, key: str) -> str:
+        def replace(match: re.Match) -> str:
+            name, default = match.group(1), match.group(2)
+            value = os.environ.get(name)
+            if default is not None:
+                return value if value else default
+            if value is None:
+                self.fail(key, f"environment variable {name} is not set (write ${{{name}:-default}} to give a default)")
+            return value
+
+        return VARIABLE.sub(replace, text)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    default = f.default
+    if isinstance(default, Path):
+        return str(default)
+    if isinstance(default, tuple):
+        return list(default)
+    return default
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    return repr(value)

@@ -1,0 +1,89 @@
+"""The in-process room registry: which connection listens to which department.
+
+The hub knows nothing of HTTP or Tornado: a member is anything with `send(text)` and
+`close(code, reason)`. A push is encoded once and written to every member; a member that
+fails to take it is dropped without stopping the others.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Protocol
+
+log = logging.getLogger("calsync.hub")
+
+
+class Member(Protocol):
+    def send(self, frame: str) -> None: ...
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None: ...
+
+
+def encode_frame(event: str, data: Any, message_id: Any = None) -> str:
+    """One wire frame: `{"event", "data"}`, plus the `id` of the message it answers."""
+    frame = {"event": event, "data": data}
+    if message_id is not None:
+        frame["id"] = message_id
+    return json.dumps(frame, ensure_ascii=False)
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._members: set[Member] = set()
+        self._rooms: dict[str, set[Member]] = {}
+
+    # membership
+    def add(self, member: Member) -> None:
+        self._members.add(member)
+
+    def remove(self, member: Member) -> None:
+        """Forget a closed connection: out of every room."""
+        self._members.discard(member)
+        for room in list(self._rooms):
+            self.leave(room, member)
+
+    def join(self, room: str, member: Member) -> None:
+        self._rooms.setdefault(room, set()).add(member)
+
+    def leave(self, room: str, member: Member) -> None:
+        members = self._rooms.get(room)
+        if members is not None:
+            members.discard(member)
+            if not members:
+                del self._rooms[room]
+
+    def close_room(self, room: str) -> None:
+        """Everyone leaves `room` (its department is gone)."""
+        self._rooms.pop(room, None)
+
+    def rooms_of(self, member: Member) -> set[str]:
+        return {room for room, members in self._rooms.items() if member in members}
+
+    def members(self, room: str | None = None) -> int:
+        return len(self._members if room is None else self._rooms.get(room, ()))
+
+    # pushes
+    def broadcast(self, room: str, event: str, data: Any) -> None:
+        """Push to every member of `room`."""
+        self._send_all(self._rooms.get(room, ()), encode_frame(event, data))
+
+    def broadcast_all(self, event: str, data: Any) -> None:
+        """Push to every connection, in a room or not."""
+        self._send_all(self._members, encode_frame(event, data))
+
+    def _send_all(self, members: Any, frame: str) -> None:
+        for member in list(members):
+            try:
+                member.send(frame)
+            except Exception:
+                log.warning("dropping a connection that failed to take a push", exc_info=True)
+                self.remove(member)
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every connection (server shutdown: 1001 going away)."""
+        for member in list(self._members):
+            try:
+                member.close(code, reason)
+            except Exception:
+                log.debug("connection failed while closing", exc_info=True)
+            self.remove(member)

@@ -1,0 +1,143 @@
+"""The storage interface every backend implements.
+
+The docstrings here are the contract the backends keep; `tests/contract/` checks each of
+them against it. Nothing in `storage/` knows about Tornado or HTTP: methods are coroutines
+that return records or raise the errors of `storage.errors`.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Sequence
+
+from storage.errors import (  # noqa: F401  (re-exported for backends and tests)
+    CalsyncError,
+    Conflict,
+    DepartmentNotFound,
+    DuplicateDepartmentName,
+    EventNotFound,
+    NotFound,
+    StorageSetupError,
+    StorageUnavailable,
+)
+from storage.records import Department, Event
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """A backend's section of `storage:` in the config.
+
+    Subclasses are frozen dataclasses whose annotated fields (`str`, `int`, `bool`, `Path`,
+    `list[str]`) the config loader fills and type-checks; `__post_init__` may raise
+    `ValueError` for a value out of range. `Path` fields come resolved against the config
+    file's folder.
+    """
+
+
+class Storage(abc.ABC):
+    """A place that keeps departments and their events.
+
+    A backend is built from its options (see `options_class`), then `open()`ed once before
+    use and `close()`d once at the end. Every write is durable when its coroutine returns:
+    the server acknowledges a change only after that.
+    """
+
+    #: The dataclass that holds this backend's options (its section of `storage:`).
+    options_class: ClassVar[type[BackendOptions]] = BackendOptions
+
+    def __init__(self, options: BackendOptions) -> None:
+        self.options = options
+
+    # -- life cycle -----------------------------------------------------------------------
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Make the store ready to serve.
+
+        Embedded backends create their file or folder and schema here, so a fresh machine
+        needs no preparation; remote ones check that what they need exists. Raises
+        `StorageSetupError` with one line for the operator when the store cannot be used.
+        """
+
+    async def create_tables(self) -> list[str]:
+        """Prepare the store (`calsync create-tables`) and say what was done, a line each."""
+        await self.open()
+        return [f"{self.describe()}: ready"]
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Return when the store answers; raise `StorageUnavailable` when it does not."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release files, connections and threads. Safe to call twice."""
+
+    def describe(self) -> str:
+        """Where the data lives, for log lines and `GET /`."""
+        return type(self).__name__
+
+    # -- departments ----------------------------------------------------------------------
+    @abc.abstractmethod
+    async def list_departments(self) -> list[Department]:
+        """Every department, sorted by name (code-point order)."""
+
+    @abc.abstractmethod
+    async def get_department(self, department_id: str) -> Department:
+        """The department, or `DepartmentNotFound`."""
+
+    @abc.abstractmethod
+    async def create_department(self, name: str, description: str = "") -> Department:
+        """Store a new department (`Department.new`).
+
+        Names are unique: when another department holds `name` — even one created at the
+        same moment by another request or process — raise `DuplicateDepartmentName`.
+        """
+
+    @abc.abstractmethod
+    async def delete_department(self, department_id: str) -> Department:
+        """Delete the department and every one of its events; return the deleted department.
+
+        Raises `DepartmentNotFound`.
+        """
+
+    # -- events ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def list_events(
+        self, department_id: str, date_from: str | None = None, date_to: str | None = None
+    ) -> list[Event]:
+        """The department's events with `date_from <= event_date <= date_to` (either bound
+        optional), sorted by `Event.sort_key`. Raises `DepartmentNotFound`."""
+
+    @abc.abstractmethod
+    async def get_event(self, event_id: str) -> Event:
+        """The event, or `EventNotFound`."""
+
+    @abc.abstractmethod
+    async def create_event(self, department_id: str, fields: Mapping[str, Any]) -> Event:
+        """Store `Event.new(department_id, fields)`; `fields` are validated client fields.
+
+        Raises `DepartmentNotFound`.
+        """
+
+    @abc.abstractmethod
+    async def update_event(self, event_id: str, changes: Mapping[str, Any]) -> Event:
+        """Apply `Event.updated(changes)` atomically (no lost update when two run at once)
+        and return the new version. Raises `EventNotFound`."""
+
+    @abc.abstractmethod
+    async def delete_event(self, event_id: str) -> Event:
+        """Delete the event and return it as it was. Raises `EventNotFound`."""
+
+    # -- bulk import (migration) ----------------------------------------------------------
+    @abc.abstractmethod
+    async def import_departments(self, records: Sequence[Department]) -> list[str]:
+        """Write departments exactly as given (ids, timestamps), one outcome per record:
+        `"created"`, `"updated"` (same id, other fields differ) or `"unchanged"`.
+
+        Raises `DuplicateDepartmentName` when another id already holds a record's name.
+        """
+
+    @abc.abstractmethod
+    async def import_events(self, records: Sequence[Event]) -> list[str]:
+        """Write events exactly as given (ids, timestamps, versions); outcomes as for
+        `import_departments`. Their departments must exist (`DepartmentNotFound`)."""
+

@@ -1,0 +1,59 @@
+"""Shared fixtures: a storage of every backend, and a real server on a free port.
+
+`backend` is parametrized over every backend, so a test that asks for `storage`,
+`app` or `server` runs once per backend. pytest-tornasync runs async tests on a fresh
+IOLoop each (`io_loop`) and serves `app` on a free loopback port (`http_server_client`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from server.app import make_app
+from server.config import ServerConfig
+from server.hub import Hub
+from storage.base import Storage
+from tests.backends import BACKENDS, make_storage
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def storage_factory(io_loop, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., Storage]:
+    """Opened storages of a backend, all sharing one place, closed after the test."""
+    opened: list[Storage] = []
+
+    def factory(name: str) -> Storage:
+        storage = make_storage(name, tmp_path, request)
+        io_loop.run_sync(storage.open)
+        opened.append(storage)
+        return storage
+
+    yield factory
+    for storage in reversed(opened):
+        io_loop.run_sync(storage.close)
+
+
+@pytest.fixture
+def storage(backend: str, storage_factory: Callable[..., Storage]) -> Storage:
+    return storage_factory(backend)
+
+
+@pytest.fixture
+def server_config() -> ServerConfig:
+    return ServerConfig(max_body_bytes=64 * 1024, max_message_bytes=16 * 1024)
+
+
+@pytest.fixture
+def hub() -> Hub:
+    return Hub()
+
+
+@pytest.fixture
+def app(storage: Storage, hub: Hub, server_config: ServerConfig, backend: str):
+    return make_app(storage, hub, server_config, backend)
