@@ -57,3 +57,19 @@ def hub() -> Hub:
 @pytest.fixture
 def app(storage: Storage, hub: Hub, server_config: ServerConfig, backend: str):
     return make_app(storage, hub, server_config, backend)
+
+
+@pytest.fixture
+def http_server(app, http_server):
+    """pytest-tornasync's server, with `app` asked for by name so `backend` parametrizes it."""
+    return http_server
+
+
+@pytest.fixture
+def base_url(http_server_client) -> str:
+    return http_server_client.get_url("")
+
+
+@pytest.fixture
+def ws_url(http_server_client) -> str:
+    return http_server_client.get_url("/ws").replace("http://", "ws://")
