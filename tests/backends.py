@@ -1,16 +1,43 @@
-"""How tests build a storage of each backend. Adding a backend means adding it here."""
+"""How tests build a storage of each backend. Adding a backend means adding it here.
+
+`dynamodb` runs against moto in-process (`mock_aws`); `dynamodb-http` against moto's
+server mode on a loopback port, through `endpoint_url`, so the wire path is exercised.
+"""
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 
 import pytest
 
 from storage.base import Storage
+from storage.dynamodb import DynamoOptions, DynamoStorage
 from storage.jsonfile import JsonOptions, JsonStorage
 from storage.memory import MemoryStorage
 from storage.sqlite import SqliteOptions, SqliteStorage
 
-BACKENDS = ["memory", "sqlite", "json"]
+BACKENDS = ["memory", "sqlite", "json", "dynamodb", "dynamodb-http"]
+
+# Never reach real AWS from a test.
+FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": "ap-northeast-2", "AWS_REGION": "ap-northeast-2"}
+os.environ.update(FAKE_AWS)
+os.environ.pop("AWS_PROFILE", None)
+
+
+def dynamo_options(endpoint_url: str = "", **overrides) -> DynamoOptions:
+    """Options with fresh table names, so tests sharing one moto server never meet."""
+    suffix = uuid.uuid4().hex[:8]
+    values = dict(region="ap-northeast-2", endpoint_url=endpoint_url, departments_table=f"departments-{suffix}",
+                  events_table=f"events-{suffix}", max_attempts=2, timeout_seconds=2)
+    return DynamoOptions(**{**values, **overrides})
+
+
+def make_dynamo(options: DynamoOptions) -> DynamoStorage:
+    storage = DynamoStorage(options)
+    storage.poll_seconds = 0.05
+    return storage
 
 
 def make_storage(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> Storage:
@@ -20,4 +47,9 @@ def make_storage(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> S
         return SqliteStorage(SqliteOptions(path=tmp_path / "calsync.db"))
     if name == "json":
         return JsonStorage(JsonOptions(path=tmp_path / "json"))
+    if name == "dynamodb":
+        request.getfixturevalue("aws_mock")
+        return make_dynamo(dynamo_options())
+    if name == "dynamodb-http":
+        return make_dynamo(dynamo_options(request.getfixturevalue("moto_server")))
     raise ValueError(f"no test storage for backend {name!r}")

@@ -9,13 +9,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import moto
 import pytest
+from moto.server import ThreadedMotoServer
+from tornado.testing import bind_unused_port
 
 from server.app import make_app
 from server.config import ServerConfig
 from server.hub import Hub
 from storage.base import Storage
 from tests.backends import BACKENDS, make_storage
+
+
+@pytest.fixture
+def aws_mock():
+    """moto's in-process DynamoDB, fresh for the test."""
+    with moto.mock_aws():
+        yield
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> str:
+    """moto in server mode on a free loopback port: real HTTP, as DynamoDB Local would be."""
+    sock, port = bind_unused_port()
+    sock.close()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -30,6 +51,7 @@ def storage_factory(io_loop, tmp_path: Path, request: pytest.FixtureRequest) -> 
 
     def factory(name: str) -> Storage:
         storage = make_storage(name, tmp_path, request)
+        io_loop.run_sync(storage.create_tables)
         io_loop.run_sync(storage.open)
         opened.append(storage)
         return storage
