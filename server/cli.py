@@ -59,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     try:
         return args.run(args)
     except (ConfigError, StorageSetupError, CliError) as exc:
@@ -90,13 +91,12 @@ async def serve(config: Config) -> None:
             raise CliError(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}") from None
         http_server = tornado.httpserver.HTTPServer(app)
         http_server.add_sockets(sockets)
-        port = sockets[0].getsockname()[1]
-        log.info("calsync %s serving on http://%s:%d (storage: %s)", __version__, config.server.host, port, storage.describe())
-
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
+        port = sockets[0].getsockname()[1]
+        log.info("calsync %s serving on http://%s:%d (storage: %s)", __version__, config.server.host, port, storage.describe())
         await stopping.wait()
 
         log.info("shutting down: closing connections and storage")

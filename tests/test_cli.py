@@ -1,0 +1,164 @@
+"""The `calsync` command as an operator runs it: real processes, real files, real ports."""
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+import tornado.websocket
+
+from tests.process import ServerProcess, run_cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_config(folder: Path, text: str, name: str = "calsync.yaml") -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def http_json(url: str, method: str = "GET", body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def assert_one_line_exit_2(result, *fragments: str) -> None:
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ("server:\n  prot: 1\n", ["calsync.yaml: server.prot: unknown option"]),
+    ("server:\n  port: 8000\n   host: x\n", ["calsync.yaml: YAML error at line 3"]),
+    ("server:\n  port: [1]\n", ["calsync.yaml: server.port: expected an integer"]),
+    ("server:\n  port: ${CALSYNC_TEST_UNSET_VAR}\n", ["server.port", "CALSYNC_TEST_UNSET_VAR"]),
+    ("storage:\n  backend: mongo\n", ["storage.backend", "mongo", "dynamodb, json, memory, sqlite"]),
+])
+@pytest.mark.parametrize("command", ["serve", "create-tables"])
+def test_bad_config_is_one_line_and_status_2(tmp_path, text, fragments, command):
+    config = write_config(tmp_path, text)
+    assert_one_line_exit_2(run_cli(command, "--config", str(config)), *fragments)
+
+
+def test_missing_config_file(tmp_path):
+    assert_one_line_exit_2(run_cli("serve", cwd=tmp_path), "calsync.yaml: config file not found")
+    assert_one_line_exit_2(run_cli("serve", "--config", str(tmp_path / "x.yaml")), "x.yaml: config file not found")
+
+
+@pytest.mark.parametrize("args", [[], ["bogus"], ["serve", "--port", "abc"], ["serve", "--port", "70000"],
+                                  ["serve", "--nope"]])
+def test_bad_arguments_are_one_line_and_status_2(tmp_path, args):
+    write_config(tmp_path, "storage:\n  backend: memory\n")
+    assert_one_line_exit_2(run_cli(*args, cwd=tmp_path))
+
+
+def test_default_config_starts_on_a_fresh_folder(tmp_path):
+    shutil.copy(REPO / "calsync.yaml", tmp_path / "calsync.yaml")
+    server = ServerProcess(tmp_path / "calsync.yaml")
+    try:
+        status, body = http_json(server.url + "/")
+        assert (status, body["status"], body["storage"]) == (200, "running", "sqlite")
+        assert http_json(server.url + "/ready")[0] == 200
+        assert (tmp_path / "data" / "calsync.db").is_file()
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "json"])
+def test_data_survives_restart(tmp_path, backend):
+    config = write_config(tmp_path, f"storage:\n  backend: {backend}\n")
+    server = ServerProcess(config)
+    try:
+        _, body = http_json(server.url + "/api/departments", "POST", {"name": "개발팀"})
+        department = body["department"]
+        _, body = http_json(server.url + f"/api/events/{department['id']}", "POST",
+                            {"event_date": "2024-01-20", "title": "팀 회의"})
+        event = body["event"]
+    finally:
+        assert server.stop() == 0
+    server = ServerProcess(config)
+    try:
+        assert http_json(server.url + "/api/departments")[1]["departments"] == [department]
+        assert http_json(server.url + f"/api/events/{department['id']}")[1]["events"] == [event]
+    finally:
+        assert server.stop(signal.SIGINT) == 0
+
+
+async def test_shutdown_closes_websockets_with_1001(tmp_path):
+    server = ServerProcess(write_config(tmp_path, "storage:\n  backend: sqlite\n"))
+    try:
+        connection = await tornado.websocket.websocket_connect(server.ws_url)
+        assert json.loads(await connection.read_message())["event"] == "connected"
+        server.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(connection.read_message(), 10) is None
+        assert connection.close_code == 1001
+        assert await asyncio.get_running_loop().run_in_executor(None, server.wait_exit) == 0
+        assert "Traceback" not in server.output
+    finally:
+        server.kill()
+
+
+def test_port_in_use(tmp_path):
+    config = write_config(tmp_path, "storage:\n  backend: memory\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert_one_line_exit_2(run_cli("serve", "--config", str(config), "--port", str(port)),
+                               f"cannot listen on 127.0.0.1:{port}")
+
+
+def test_unusable_storage_folder(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    config = write_config(tmp_path, "storage:\n  sqlite:\n    path: file/data/calsync.db\n")
+    assert_one_line_exit_2(run_cli("serve", "--config", str(config)), "cannot open SQLite database")
+    config = write_config(tmp_path, "storage:\n  backend: json\n  json:\n    path: file/json\n")
+    assert_one_line_exit_2(run_cli("serve", "--config", str(config)), "cannot use JSON folder")
+
+
+def test_json_folder_is_locked_against_a_second_server(tmp_path):
+    config = write_config(tmp_path, "storage:\n  backend: json\n")
+    server = ServerProcess(config)
+    try:
+        assert_one_line_exit_2(run_cli("serve", "--config", str(config), "--port", "0"),
+                               "is in use by another calsync process")
+    finally:
+        assert server.stop() == 0
+    server = ServerProcess(config)  # the lock goes with the process
+    assert server.stop() == 0
+
+
+def test_json_store_with_a_broken_file_refuses_to_start(tmp_path):
+    config = write_config(tmp_path, "storage:\n  backend: json\n")
+    (tmp_path / "data" / "json").mkdir(parents=True)
+    (tmp_path / "data" / "json" / "departments.json").write_text("{oops")
+    assert_one_line_exit_2(run_cli("serve", "--config", str(config)), "departments.json: not a calsync JSON file")
+
+
+@pytest.mark.parametrize("backend, made", [("sqlite", "data/calsync.db"), ("json", "data/json/events")])
+def test_create_tables_embedded(tmp_path, backend, made):
+    config = write_config(tmp_path, f"storage:\n  backend: {backend}\n")
+    first = run_cli("create-tables", "--config", str(config))
+    assert first.returncode == 0 and "created" in first.stdout, first
+    assert (tmp_path / made).exists()
+    second = run_cli("create-tables", "--config", str(config))
+    assert second.returncode == 0 and "checked" in second.stdout, second
+
+
+def test_python_dash_m_server_is_calsync():
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("calsync ")

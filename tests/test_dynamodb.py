@@ -1,0 +1,285 @@
+"""What only the DynamoDB backend has: its tables, its paging, its concurrency, its outages."""
+from __future__ import annotations
+
+import asyncio
+import collections
+
+import boto3
+import botocore.exceptions
+import pytest
+from moto.server import ThreadedMotoServer
+from tornado.testing import bind_unused_port
+
+from server.app import make_app
+from server.hub import Hub
+from storage.errors import DuplicateDepartmentName
+from tests.backends import dynamo_options, make_dynamo
+from tests.client import SyncClient, api
+from tests.process import ServerProcess, run_cli
+from tests.test_cli import assert_one_line_exit_2, http_json, write_config
+
+
+def count_calls(storage) -> collections.Counter:
+    """Count the DynamoDB operations the storage's client makes (botocore's event hooks)."""
+    calls: collections.Counter = collections.Counter()
+    storage.client.meta.events.register("before-call.dynamodb.*",
+                                        lambda model, **_: calls.update([model.name]))
+    return calls
+
+
+@pytest.fixture(params=["dynamodb", "dynamodb-http"])
+def backend(request) -> str:
+    """This module runs on DynamoDB only: moto in-process and moto over HTTP."""
+    return request.param
+
+
+@pytest.fixture
+def dynamo(storage):
+    return storage
+
+
+async def test_more_than_a_megabyte_of_events_lists_completely_with_query_only(dynamo):
+    department = await dynamo.create_department("개발팀")
+    padding = "가" * 4000  # 12 kB of UTF-8 per event
+    created = [await dynamo.create_event(department.id, {"event_date": f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}",
+                                                         "title": f"회의 {i}", "description": padding})
+               for i in range(100)]
+    calls = count_calls(dynamo)
+    events = await dynamo.list_events(department.id)
+    assert sorted(e.id for e in events) == sorted(e.id for e in created)
+    assert calls["Query"] >= 2 and calls["Scan"] == 0  # more than one 1 MB page, and no Scan
+    assert all(isinstance(e.version, int) for e in events)  # no Decimal leaks
+
+
+async def test_event_by_id_never_scans(dynamo):
+    department = await dynamo.create_department("개발팀")
+    event = await dynamo.create_event(department.id, {"event_date": "2024-01-20", "title": "회의"})
+    calls = count_calls(dynamo)
+    await dynamo.get_event(event.id)
+    await dynamo.update_event(event.id, {"title": "수정"})
+    await dynamo.list_events(department.id, "2024-01-01", "2024-01-31")
+    await dynamo.delete_event(event.id)
+    await dynamo.delete_department(department.id)
+    assert calls["Scan"] == 0 and calls["Query"] >= 4
+
+
+async def test_name_claims_never_show(dynamo):
+    names = ["개발팀", "마케팅팀"]
+    for name in names:
+        await dynamo.create_department(name)
+    assert [d.name for d in await dynamo.list_departments()] == names
+    assert dynamo.client.scan(TableName=dynamo.departments_table)["Count"] == 4  # two records, two claims
+
+
+async def test_two_servers_creating_one_name(moto_server, io_loop):
+    options = dynamo_options(moto_server)
+    first, second = make_dynamo(options), make_dynamo(options)
+    await first.create_tables()
+    try:
+        for round_ in range(5):
+            results = await asyncio.gather(first.create_department(f"팀 {round_}"),
+                                           second.create_department(f"팀 {round_}"), return_exceptions=True)
+            assert sorted(type(r).__name__ for r in results) == ["Department", "DuplicateDepartmentName"]
+        assert len(await first.list_departments()) == 5
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_stale_name_claim_is_reclaimed(dynamo):
+    """A create cut short between the claim and the record must not block the name forever."""
+    dynamo.client.put_item(TableName=dynamo.departments_table,
+                           Item={"id": {"S": "name#개발팀"}, "department_id": {"S": "gone"}})
+    department = await dynamo.create_department("개발팀")
+    assert [d.id for d in await dynamo.list_departments()] == [department.id]
+    with pytest.raises(DuplicateDepartmentName):
+        await dynamo.create_department("개발팀")
+
+
+async def test_deleting_a_department_frees_its_name_and_batch_deletes_events(dynamo):
+    department = await dynamo.create_department("개발팀")
+    for i in range(60):  # more than two BatchWriteItem batches
+        await dynamo.create_event(department.id, {"event_date": "2024-01-20", "title": f"회의 {i}"})
+    calls = count_calls(dynamo)
+    await dynamo.delete_department(department.id)
+    assert calls["BatchWriteItem"] >= 3
+    assert dynamo.client.scan(TableName=dynamo.events_table)["Count"] == 0
+    await dynamo.create_department("개발팀")
+
+
+def throttle(storage, operation: str) -> None:
+    """Make every `operation` fail as DynamoDB does when throttled, after botocore's retries."""
+    def refuse(**_):
+        raise botocore.exceptions.ClientError(
+            {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}, operation)
+
+    storage.client.meta.events.register(f"before-call.dynamodb.{operation}", refuse)
+
+
+async def test_throttling_answers_503_and_the_websocket_stays_open(dynamo, http_server_client, ws_url):
+    department = await dynamo.create_department("개발팀")
+    throttle(dynamo, "PutItem")
+    throttle(dynamo, "Query")
+    status, body = await api(http_server_client, "POST", f"/api/events/{department.id}",
+                             {"event_date": "2024-01-20", "title": "회의"})
+    assert (status, body["code"], body["success"]) == (503, "storage_unavailable", False)
+    client = await SyncClient.connect(ws_url)
+    try:
+        reply = await client.request("sync_request", {"department_id": department.id}, 1)
+        assert (reply["event"], reply["data"]["code"], reply["id"]) == ("error", "storage_unavailable", 1)
+        assert (await client.request("ping"))["event"] == "pong"
+    finally:
+        client.close()
+
+
+async def test_a_slow_dynamodb_call_does_not_hold_up_the_websocket(dynamo, http_server_client, ws_url):
+    department = await dynamo.create_department("개발팀")
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow(**_):
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(30)
+
+    dynamo.client.meta.events.register("before-call.dynamodb.Query", slow)
+    client = await SyncClient.connect(ws_url)
+    try:
+        listing = asyncio.ensure_future(api(http_server_client, "GET", f"/api/events/{department.id}"))
+        await asyncio.sleep(0.05)
+        assert (await client.request("ping", {}, "p"))["event"] == "pong"
+        assert not listing.done()  # the Query is still waiting, the IOLoop is not
+        release.set()
+        assert (await listing)[0] == 200
+    finally:
+        release.set()
+        client.close()
+
+
+class ControllableMoto:
+    """A moto server of our own that can go away and come back on the same port."""
+
+    def __init__(self) -> None:
+        sock, self.port = bind_unused_port()
+        sock.close()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server: ThreadedMotoServer | None = None
+
+    def start(self) -> None:
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.server._server.server_close()  # refuse connections, as a dead endpoint does
+
+
+@pytest.fixture
+def outage_moto():
+    moto = ControllableMoto()
+    moto.start()
+    yield moto
+    if moto.server._server_ready_event.is_set():
+        moto.stop()
+
+
+async def test_unreachable_endpoint_answers_503_then_recovers(outage_moto, http_server_client):
+    storage = make_dynamo(dynamo_options(outage_moto.url))
+    await storage.create_tables()
+    app = make_app(storage, Hub(), backend_name="dynamodb")
+    server, client = await serve_app(app)
+    try:
+        assert (await api(client, "POST", "/api/departments", {"name": "개발팀"}))[0] == 201
+        outage_moto.stop()
+        status, body = await api(client, "GET", "/api/departments")
+        assert (status, body["code"]) == (503, "storage_unavailable")
+        status, body = await api(client, "GET", "/ready")
+        assert (status, body["code"]) == (503, "storage_unavailable")
+        assert (await api(client, "GET", "/health"))[0] == 200
+        outage_moto.start()
+        status, body = await api(client, "GET", "/api/departments")
+        assert status == 200 and [d["name"] for d in body["departments"]] == ["개발팀"]
+        assert (await api(client, "GET", "/ready"))[0] == 200
+    finally:
+        server.stop()
+        client.close()
+        await storage.close()
+
+
+async def serve_app(app):
+    """A real HTTP server for `app` on a free port, and a client that speaks to it."""
+    import tornado.httpserver
+    from pytest_tornasync.plugin import AsyncHTTPServerClient
+
+    sock, _ = bind_unused_port()
+    server = tornado.httpserver.HTTPServer(app)
+    server.add_socket(sock)
+    return server, AsyncHTTPServerClient(http_server=server, force_instance=True)
+
+
+def dynamo_config(tmp_path, endpoint: str, suffix: str):
+    return write_config(tmp_path, (
+        "storage:\n  backend: dynamodb\n  dynamodb:\n"
+        f"    endpoint_url: {endpoint}\n    departments_table: departments-{suffix}\n"
+        f"    events_table: events-{suffix}\n"
+    ))
+
+
+def test_serve_without_tables_says_what_to_run_then_create_tables_works(tmp_path, moto_server):
+    config = dynamo_config(tmp_path, moto_server, "cli")
+    assert_one_line_exit_2(run_cli("serve", "--config", str(config)),
+                           "DynamoDB table 'departments-cli' does not exist", "calsync create-tables")
+    created = run_cli("create-tables", "--config", str(config))
+    assert created.returncode == 0, created.stderr
+    assert "created table 'departments-cli' with index 'name-index'" in created.stdout
+    assert "created table 'events-cli' with index 'department-date-index'" in created.stdout
+    again = run_cli("create-tables", "--config", str(config))
+    assert again.returncode == 0 and "already exist" in again.stdout
+
+    server = ServerProcess(config)
+    try:
+        status, body = http_json(server.url + "/")
+        assert (status, body["storage"]) == (200, "dynamodb")
+        assert http_json(server.url + "/api/departments", "POST", {"name": "개발팀"})[0] == 201
+    finally:
+        assert server.stop() == 0
+
+
+def test_create_tables_adds_missing_indexes_to_existing_tables(tmp_path, moto_server):
+    """Tables made by hand (as the original README's `aws dynamodb create-table` does) may lack the indexes."""
+    client = boto3.client("dynamodb", endpoint_url=moto_server, region_name="ap-northeast-2")
+    client.create_table(TableName="departments-old", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                        ProvisionedThroughput={"ReadCapacityUnits": 10, "WriteCapacityUnits": 10})
+    client.create_table(TableName="events-old", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"},
+                                                           {"AttributeName": "department_id", "KeyType": "RANGE"}],
+                        AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"}
+                                              for n in ("id", "department_id")],
+                        ProvisionedThroughput={"ReadCapacityUnits": 10, "WriteCapacityUnits": 10})
+    config = dynamo_config(tmp_path, moto_server, "old")
+    assert_one_line_exit_2(run_cli("serve", "--config", str(config)), "has no index 'name-index'")
+    result = run_cli("create-tables", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "table 'departments-old' exists; added index 'name-index'" in result.stdout
+    assert "table 'events-old' exists; added index 'department-date-index'" in result.stdout
+
+
+def test_unreachable_endpoint_at_start(tmp_path):
+    sock, port = bind_unused_port()
+    sock.close()
+    config = dynamo_config(tmp_path, f"http://127.0.0.1:{port}", "x")
+    assert_one_line_exit_2(run_cli("serve", "--config", str(config)), f"cannot reach http://127.0.0.1:{port}")
+
+
+async def test_provisioned_billing(moto_server):
+    storage = make_dynamo(dynamo_options(moto_server, billing_mode="PROVISIONED", read_capacity=3, write_capacity=2))
+    try:
+        await storage.create_tables()
+        table = storage.client.describe_table(TableName=storage.events_table)["Table"]
+        assert table["ProvisionedThroughput"]["ReadCapacityUnits"] == 3
+        assert table["GlobalSecondaryIndexes"][0]["ProvisionedThroughput"]["WriteCapacityUnits"] == 2
+    finally:
+        await storage.close()
+
+
+async def test_on_demand_by_default(dynamo):
+    table = dynamo.client.describe_table(TableName=dynamo.departments_table)["Table"]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
