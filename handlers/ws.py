@@ -19,7 +19,7 @@ import tornado.websocket
 
 from handlers.base import origin_allowed
 from handlers.schemas import event_schema, room_schema
-from server.hub import Hub, encode_frame
+from server.hub import Hub, Push, encode_frame
 from storage.base import Storage
 from storage.errors import CalsyncError, InvalidJson, InvalidMessage, UnknownEvent
 
@@ -62,6 +62,18 @@ class EnvelopeError(Exception):
         self.error = error
 
 
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, final WebSocket text frame (RFC 6455 section 5.2)."""
+    length = len(payload)
+    if length < 126:
+        header = bytes((0x81, length))
+    elif length < 1 << 16:
+        header = bytes((0x81, 126)) + length.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + length.to_bytes(8, "big")
+    return header + payload
+
+
 def _valid_id(value: Any) -> bool:
     if isinstance(value, bool):
         return False
@@ -82,8 +94,28 @@ class SyncSocket(tornado.websocket.WebSocketHandler):
         return origin_allowed(origin, self.request.host, self.settings["allowed_origins"])
 
     # -- the hub's view of a connection ---------------------------------------------------
-    def send(self, frame: str) -> None:
-        self.write_message(frame)
+    def send(self, push: Push) -> None:
+        """Write a push; the WebSocket frame is built once per push and shared by every member.
+
+        Server frames are unmasked and we negotiate no compression, so the bytes on the
+        wire are the same for every connection.
+        """
+        connection = self.ws_connection
+        if connection is None or connection.is_closing():
+            raise tornado.websocket.WebSocketClosedError()
+        if push.wire is None:
+            push.wire = text_frame(push.text.encode("utf-8"))
+        stream = connection.stream
+        sent = 0
+        if not stream.writing():  # nothing queued: try the socket first, no Future per member
+            try:
+                sent = stream.socket.send(push.wire)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                raise tornado.websocket.WebSocketClosedError() from None
+        if sent < len(push.wire):
+            stream.write(push.wire[sent:])  # a slow reader: IOStream buffers the rest in order
 
     # -- life cycle -----------------------------------------------------------------------
     def open(self) -> None:

@@ -1,6 +1,6 @@
 """The in-process room registry: which connection listens to which department.
 
-The hub knows nothing of HTTP or Tornado: a member is anything with `send(text)` and
+The hub knows nothing of HTTP or Tornado: a member is anything with `send(push)` and
 `close(code, reason)`. A push is encoded once and written to every member; a member that
 fails to take it is dropped without stopping the others.
 """
@@ -13,8 +13,23 @@ from typing import Any, Protocol
 log = logging.getLogger("calsync.hub")
 
 
+class Push:
+    """One push, encoded once for all its receivers.
+
+    `text` is the JSON frame. `wire` is free for the transport to cache the bytes it
+    derives from `text` (a WebSocket frame header and payload), so a push to a thousand
+    members is framed once, not a thousand times.
+    """
+
+    __slots__ = ("text", "wire")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.wire: bytes | None = None
+
+
 class Member(Protocol):
-    def send(self, frame: str) -> None: ...
+    def send(self, push: Push) -> None: ...
 
     def close(self, code: int | None = None, reason: str | None = None) -> None: ...
 
@@ -65,16 +80,16 @@ class Hub:
     # pushes
     def broadcast(self, room: str, event: str, data: Any) -> None:
         """Push to every member of `room`."""
-        self._send_all(self._rooms.get(room, ()), encode_frame(event, data))
+        self._send_all(self._rooms.get(room, ()), Push(encode_frame(event, data)))
 
     def broadcast_all(self, event: str, data: Any) -> None:
         """Push to every connection, in a room or not."""
-        self._send_all(self._members, encode_frame(event, data))
+        self._send_all(self._members, Push(encode_frame(event, data)))
 
-    def _send_all(self, members: Any, frame: str) -> None:
+    def _send_all(self, members: Any, push: Push) -> None:
         for member in list(members):
             try:
-                member.send(frame)
+                member.send(push)
             except Exception:
                 log.warning("dropping a connection that failed to take a push", exc_info=True)
                 self.remove(member)

@@ -1,0 +1,195 @@
+"""Benchmark: push latency to many WebSocket clients, and REST create throughput.
+
+Starts `calsync serve` as its own process on a fresh store, then measures, from this
+process over loopback:
+
+  * push latency: the time from sending a REST create to each client in the room
+    receiving its `event_created` (p50/p99 over every delivery);
+  * REST creates/s with N concurrent clients.
+
+    .venv/bin/python tests/bench/bench_server.py --clients 1000 --pushes 50 --writers 16
+
+Figures, not a test: nothing here passes or fails.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import tornado.httpclient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.process import ServerProcess  # noqa: E402
+
+
+class LightClient(asyncio.Protocol):
+    """A bare WebSocket client: one handshake, then it only counts the frames it receives.
+
+    Parsing in Python costs the benchmark process time per frame; this keeps that cost
+    small, so the figures say more about the server than about the client.
+    """
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.upgraded = asyncio.get_running_loop().create_future()
+        self.frames: asyncio.Queue[bytes] = asyncio.Queue()
+        self.transport: asyncio.Transport | None = None
+        self.on_frame = None  # set while timing: called with the arrival time, frame not queued
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> "LightClient":
+        loop = asyncio.get_running_loop()
+        _, client = await loop.create_connection(cls, host, port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        client.transport.write((f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                                "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        await client.upgraded
+        return client
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.upgraded.done():
+            head, sep, rest = self.buffer.partition(b"\r\n\r\n")
+            if not sep:
+                return
+            self.buffer = rest
+            self.upgraded.set_result(head)
+        while len(self.buffer) >= 2:
+            length, offset = self.buffer[1] & 0x7F, 2
+            if length == 126:
+                length, offset = int.from_bytes(self.buffer[2:4], "big"), 4
+            elif length == 127:
+                length, offset = int.from_bytes(self.buffer[2:10], "big"), 10
+            if len(self.buffer) < offset + length:
+                return
+            frame, self.buffer = self.buffer[offset:offset + length], self.buffer[offset + length:]
+            if self.on_frame is not None:
+                self.on_frame(time.perf_counter(), frame)
+            else:
+                self.frames.put_nowait(frame)
+
+    def send(self, text: str) -> None:
+        payload, mask = text.encode(), os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        header = bytes([0x81, 0x80 | len(payload)]) if len(payload) < 126 else \
+            bytes([0x81, 0x80 | 126]) + len(payload).to_bytes(2, "big")
+        self.transport.write(header + mask + masked)
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def post(client: tornado.httpclient.AsyncHTTPClient, url: str, body: dict) -> dict:
+    response = await client.fetch(url, method="POST", body=json.dumps(body, ensure_ascii=False))
+    return json.loads(response.body)
+
+
+async def push_latency(base: str, department_id: str, clients: int, pushes: int) -> list[float]:
+    host, port = base.split("://")[1].split(":")
+    connections: list[LightClient] = []
+    for start in range(0, clients, 100):  # connect in waves, as a room fills up
+        connections += await asyncio.gather(*(LightClient.connect(host, int(port))
+                                              for _ in range(start, min(clients, start + 100))))
+    frame = json.dumps({"event": "join_department", "data": {"department_id": department_id}})
+    for connection in connections:
+        assert b'"connected"' in await connection.frames.get()
+        connection.send(frame)
+    for connection in connections:
+        assert b'"joined_department"' in await connection.frames.get()
+
+    http = tornado.httpclient.AsyncHTTPClient(force_instance=True)
+    latencies: list[float] = []
+    arrivals: list[float] = []
+    everyone = asyncio.Event()
+
+    def arrived(at: float, frame: bytes) -> None:
+        assert b'"event_created"' in frame
+        arrivals.append(at)
+        if len(arrivals) == len(connections):
+            everyone.set()
+
+    for connection in connections:
+        connection.on_frame = arrived
+    for i in range(pushes):
+        arrivals.clear()
+        everyone.clear()
+        sent = time.perf_counter()
+        await post(http, f"{base}/api/events/{department_id}", {"event_date": "2024-01-20", "title": f"push {i}"})
+        await asyncio.wait_for(everyone.wait(), 30)
+        latencies.extend(at - sent for at in arrivals)
+    for connection in connections:
+        connection.close()
+    http.close()
+    return latencies
+
+
+async def create_rate(base: str, department_id: str, writers: int, creates: int) -> float:
+    tornado.httpclient.AsyncHTTPClient.configure(None, max_clients=writers)
+    http = tornado.httpclient.AsyncHTTPClient(force_instance=True, max_clients=writers)
+    remaining = iter(range(creates))
+
+    async def writer() -> None:
+        for i in remaining:
+            await post(http, f"{base}/api/events/{department_id}", {"event_date": "2024-02-01", "title": f"create {i}"})
+
+    started = time.perf_counter()
+    await asyncio.gather(*(writer() for _ in range(writers)))
+    elapsed = time.perf_counter() - started
+    http.close()
+    return creates / elapsed
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", default="sqlite", choices=["sqlite", "json", "memory"])
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--pushes", type=int, default=50)
+    parser.add_argument("--writers", type=int, default=16)
+    parser.add_argument("--creates", type=int, default=2000)
+    args = parser.parse_args()
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * args.clients + 256)), hard))
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(folder) / "calsync.yaml"
+        config.write_text(f"storage:\n  backend: {args.backend}\n")
+        server = ServerProcess(config)
+        try:
+            http = tornado.httpclient.AsyncHTTPClient(force_instance=True)
+            room = (await post(http, server.url + "/api/departments", {"name": "벤치마크"}))["department"]["id"]
+            other = (await post(http, server.url + "/api/departments", {"name": "쓰기"}))["department"]["id"]
+            http.close()
+
+            latencies = await push_latency(server.url, room, args.clients, args.pushes)
+            print(f"backend {args.backend}: push latency, REST create -> {args.clients} WebSocket clients in one room,"
+                  f" {args.pushes} pushes ({len(latencies)} deliveries)")
+            print(f"  p50 {percentile(latencies, 50) * 1000:.1f} ms   p99 {percentile(latencies, 99) * 1000:.1f} ms"
+                  f"   max {max(latencies) * 1000:.1f} ms   mean {statistics.mean(latencies) * 1000:.1f} ms")
+
+            rate = await create_rate(server.url, other, args.writers, args.creates)
+            print(f"backend {args.backend}: REST creates with {args.writers} concurrent clients:"
+                  f" {rate:.0f} creates/s ({args.creates} creates)")
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
