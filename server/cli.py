@@ -17,6 +17,7 @@ from typing import Sequence
 import tornado.httpserver
 import tornado.netutil
 
+from migrations.runner import MigrateOptions, SourceError, migrate
 from server import __version__
 from server.app import make_app
 from server.config import Config, ConfigError, load_config
@@ -53,6 +54,16 @@ def build_parser() -> ArgumentParser:
 
     create = command("create-tables", "prepare storage: tables and indexes, schema or folder")
     create.set_defaults(run=run_create_tables)
+
+    migrate = command("migrate", "copy departments and events into the configured backend, then verify")
+    migrate.add_argument("--from", dest="source", required=True, metavar="SOURCE",
+                         help="a folder of the original server's JSON files, or a config file naming another backend")
+    migrate.add_argument("--dry-run", action="store_true", help="print what would be written; write nothing")
+    migrate.add_argument("--default-department", metavar="NAME",
+                         help="department for events with none, 0, or an unknown one (created when missing)")
+    migrate.add_argument("--skip-invalid", action="store_true", help="write the valid records, list the others")
+    migrate.add_argument("--quiet", action="store_true", help="print only problems and the outcome")
+    migrate.set_defaults(run=run_migrate)
     return parser
 
 
@@ -122,6 +133,24 @@ def tune_garbage_collector() -> None:
     """
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    options = MigrateOptions(source=args.source, default_department=args.default_department, dry_run=args.dry_run,
+                             skip_invalid=args.skip_invalid, quiet=args.quiet)
+
+    async def run() -> int:
+        target = config.make_storage()
+        try:
+            return await migrate(options, target, sys.stdout)
+        finally:
+            await target.close()
+
+    try:
+        return asyncio.run(run())
+    except SourceError as exc:
+        raise CliError(str(exc)) from None
 
 
 def run_create_tables(args: argparse.Namespace) -> int:
