@@ -22,6 +22,7 @@ NO_DEPARTMENT = {None, "0"}
 class Step:
     record: Department | Event
     outcome: str  # created, updated, unchanged
+    moved_from: str | None = None  # an event stored under another department until now
 
     @property
     def label(self) -> str:
@@ -47,7 +48,10 @@ class Plan:
 
 
 def _step(record: Department | Event, existing: Department | Event | None) -> Step:
-    return Step(record, import_outcome(existing, record))
+    step = Step(record, import_outcome(existing, record))
+    if isinstance(existing, Event) and existing.department_id != record.department_id:
+        step.moved_from = existing.department_id
+    return step
 
 
 def plan_from_legacy(data: LegacyData, target: Snapshot, default_department: str | None) -> Plan:

@@ -107,9 +107,12 @@ async def write_section(report: Reporter, target: Storage, steps: list[Step], he
             if isinstance(records[0], Department):
                 outcomes = await target.import_departments(records)
             else:
+                for step in changed:
+                    if step.moved_from:  # import_events replaces within a department only
+                        await target.delete_event(step.record.id)
                 outcomes = await target.import_events(records)
             for step, outcome in zip(changed, outcomes):
-                step.outcome = outcome  # what the store says happened
+                step.outcome = "updated" if step.moved_from else outcome  # what the store says happened
         for step in batch:
             done += 1
             report.record(step, done)

@@ -139,5 +139,11 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def import_events(self, records: Sequence[Event]) -> list[str]:
         """Write events exactly as given (ids, timestamps, versions); outcomes as for
-        `import_departments`. Their departments must exist (`DepartmentNotFound`)."""
+        `import_departments`. Their departments must exist (`DepartmentNotFound`).
+
+        A record replaces the stored event with its id in the same department. An event
+        moving to another department must be deleted first (the migration does): finding
+        it elsewhere would cost a lookup per record on DynamoDB, where the key holds the
+        department.
+        """
 

@@ -497,21 +497,17 @@ class DynamoStorage(ThreadedStorage):
                 if outcome == "unchanged":
                     continue
                 requests.append({"PutRequest": {"Item": to_item(record.to_dict())}})
-                if found is not None and found.department_id != record.department_id:  # moved: drop the old key
-                    requests.append({"DeleteRequest": {"Key": to_item({"id": found.id, "department_id": found.department_id})}})
             self.batch_write(self.events_table, requests)
             return outcomes
 
         return await self._write(upsert)
 
     def _existing_events(self, records: Sequence[Event]) -> dict[str, Event]:
-        """The stored versions of `records`, by id: BatchGetItem by full key, then a Query by
-        id (on the read threads, in parallel) for those not found, in case one moved department."""
+        """The stored versions of `records` under their own department, by id (BatchGetItem)."""
         found: dict[str, Event] = {}
-        keys = [{"id": r.id, "department_id": r.department_id} for r in records]
+        keys = [to_item({"id": r.id, "department_id": r.department_id}) for r in records]
         for start in range(0, len(keys), 100):  # BatchGetItem's limit
-            pending: dict[str, Any] = {self.events_table: {"Keys": [to_item(k) for k in keys[start:start + 100]],
-                                                           "ConsistentRead": True}}
+            pending: dict[str, Any] = {self.events_table: {"Keys": keys[start:start + 100], "ConsistentRead": True}}
             for attempt in range(12):
                 page = self.client.batch_get_item(RequestItems=pending)
                 for item in page.get("Responses", {}).get(self.events_table, []):
@@ -523,15 +519,4 @@ class DynamoStorage(ThreadedStorage):
                 time.sleep(min(0.05 * 2 ** attempt, 2.0))
             else:
                 raise StorageUnavailable()
-        missing = [r.id for r in records if r.id not in found]
-
-        def lookup(event_id: str) -> Event | None:
-            try:
-                return self._get_event(event_id)
-            except EventNotFound:
-                return None
-
-        for event in self._readers.map(lookup, missing):
-            if event is not None:
-                found[event.id] = event
         return found

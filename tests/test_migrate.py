@@ -132,6 +132,19 @@ async def test_rerun_after_an_edit_updates_only_that_event(storage, legacy):
     assert changed.id == derived_id("event", "101") and changed.version == 2
 
 
+async def test_rerun_after_a_department_change_moves_the_event(storage, legacy):
+    await run_migrate(storage, legacy)
+    events = json.loads((legacy / "calendar_events.json").read_text())
+    events["2024-01-20"][0]["DepartmentId"] = 2
+    (legacy / "calendar_events.json").write_text(json.dumps(events, ensure_ascii=False))
+    status, out = await run_migrate(storage, legacy)
+    assert status == 0 and "(생성 0, 수정 1, 변경 없음 3, 건너뜀 0)" in out, out
+    snapshot = await read_snapshot(storage)
+    moved = [e for e in snapshot.events if e.id == derived_id("event", "101")]
+    assert len(moved) == 1 and moved[0].department_id == department_id_for("2")
+    assert len(snapshot.events) == 4
+
+
 async def test_events_without_a_department_need_the_option(storage):
     status, out = await run_migrate(storage, FIXTURES / "legacy_camel")
     assert status == 1
