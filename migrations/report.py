@@ -43,7 +43,8 @@ class Reporter:
         if self._total > PROGRESS_ABOVE:
             self._progress(done)
         elif self.dry_run:
-            self.line(f"  • {step.label}: {OUTCOME_WORDS[step.outcome]} 예정")
+            planned = "" if step.outcome == "unchanged" else " 예정"
+            self.line(f"  • {step.label}: {OUTCOME_WORDS[step.outcome]}{planned}")
         else:
             state = "마이그레이션 완료" if step.outcome != "unchanged" else "변경 없음"
             self.line(f"  ✓ {step.label} {state}")

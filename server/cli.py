@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except (ConfigError, StorageSetupError, CliError) as exc:
-        print(f"calsync: {exc}", file=sys.stderr)
+        print(f"calsync: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever a driver said
         return 2
     except KeyboardInterrupt:
         return 130

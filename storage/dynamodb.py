@@ -175,10 +175,10 @@ class DynamoStorage(ThreadedStorage):
             code = error_code(exc)
             if code == "ResourceNotFoundException":
                 return None
-            if code in CREDENTIAL_CODES:
+            if code in CREDENTIAL_CODES or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403:
                 raise StorageSetupError(f"{endpoint} rejected the AWS credentials ({code}): check"
                                         " AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the IAM policy") from None
-            raise StorageSetupError(f"{endpoint}: DescribeTable {table} failed: {exc}") from None
+            raise StorageSetupError(f"{endpoint}: DescribeTable {table} failed: {code or exc}") from None
         except botocore.exceptions.NoCredentialsError:
             raise StorageSetupError("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY,"
                                     " AWS_PROFILE, or run where an IAM role provides them") from None

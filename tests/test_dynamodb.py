@@ -283,3 +283,54 @@ async def test_provisioned_billing(moto_server):
 async def test_on_demand_by_default(dynamo):
     table = dynamo.client.describe_table(TableName=dynamo.departments_table)["Table"]
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+
+
+def test_rejected_credentials_at_start(tmp_path, outage_moto):
+    """moto checks credentials against its IAM once told to (`/moto-api/reset-auth`)."""
+    import urllib.request
+
+    def require_auth(count: str) -> None:
+        request = urllib.request.Request(f"{outage_moto.url}/moto-api/reset-auth", data=count.encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=10).read()
+
+    config = dynamo_config(tmp_path, outage_moto.url, "auth")
+    require_auth("0")
+    try:
+        assert_one_line_exit_2(run_cli("serve", "--config", str(config)), "rejected the AWS credentials",
+                               "AWS_ACCESS_KEY_ID")
+    finally:
+        require_auth("inf")
+
+
+def test_environment_names_region_and_tables(tmp_path, monkeypatch):
+    from server.config import load_config
+
+    monkeypatch.setenv("AWS_REGION", "us-west-2")
+    monkeypatch.setenv("DEPARTMENTS_TABLE", "teams")
+    monkeypatch.setenv("EVENTS_TABLE", "")  # empty means the default, as in a shell
+    monkeypatch.setenv("DYNAMODB_ENDPOINT_URL", "http://localhost:8001")
+    options = load_config(str(write_config(tmp_path, "storage:\n  backend: dynamodb\n"))).storage_options
+    assert (options.region, options.departments_table, options.events_table, options.endpoint_url) == (
+        "us-west-2", "teams", "events", "http://localhost:8001")
+
+
+async def test_unprocessed_batch_items_are_retried(dynamo):
+    department = await dynamo.create_department("개발팀")
+    for i in range(30):
+        await dynamo.create_event(department.id, {"event_date": "2024-01-20", "title": f"회의 {i}"})
+    real = dynamo.client.batch_write_item
+    calls = []
+
+    def half_done(RequestItems):
+        calls.append(RequestItems)
+        if len(calls) > 1:
+            return real(RequestItems=RequestItems)
+        (table, requests), = RequestItems.items()
+        real(RequestItems={table: requests[:5]})
+        return {"UnprocessedItems": {table: requests[5:]}}
+
+    dynamo.client.batch_write_item = half_done
+    await dynamo.delete_department(department.id)
+    assert len(calls) >= 3
+    assert dynamo.client.scan(TableName=dynamo.events_table)["Count"] == 0
