@@ -48,11 +48,10 @@ def origin_allowed(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
     return origin.split("://", 1)[-1] == host
 
 
-@tornado.web.stream_request_body
-class ApiHandler(tornado.web.RequestHandler):
-    """Bodies are streamed so an oversized one is refused (413) before it is read."""
+class ServerParts:
+    """What `make_app` put in the settings, for REST and WebSocket handlers alike."""
 
-    SUPPORTED_METHODS = ("GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD", "PATCH")
+    settings: dict[str, Any]
 
     @property
     def storage(self) -> Storage:
@@ -61,6 +60,13 @@ class ApiHandler(tornado.web.RequestHandler):
     @property
     def hub(self) -> Hub:
         return self.settings["hub"]
+
+
+@tornado.web.stream_request_body
+class ApiHandler(ServerParts, tornado.web.RequestHandler):
+    """Bodies are streamed so an oversized one is refused (413) before it is read."""
+
+    SUPPORTED_METHODS = ("GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD", "PATCH")
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")

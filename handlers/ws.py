@@ -17,10 +17,9 @@ from typing import Any
 
 import tornado.websocket
 
-from handlers.base import origin_allowed
+from handlers.base import ServerParts, origin_allowed
 from handlers.schemas import event_schema, room_schema
-from server.hub import Hub, Push, encode_frame
-from storage.base import Storage
+from server.hub import Push, encode_frame
 from storage.errors import CalsyncError, InvalidJson, InvalidMessage, UnknownEvent
 
 log = logging.getLogger("calsync.ws")
@@ -80,14 +79,8 @@ def _valid_id(value: Any) -> bool:
     return isinstance(value, int) or (isinstance(value, str) and len(value) <= MAX_ID_LENGTH)
 
 
-class SyncSocket(tornado.websocket.WebSocketHandler):
-    @property
-    def storage(self) -> Storage:
-        return self.settings["storage"]
-
-    @property
-    def hub(self) -> Hub:
-        return self.settings["hub"]
+class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
+    """One client connection: a member of the hub, and its requests answered in order."""
 
     def check_origin(self, origin: str) -> bool:
         """Browsers from our own origin or a listed one; clients without Origin always pass."""

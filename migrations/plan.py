@@ -11,8 +11,7 @@ from typing import Sequence
 
 from migrations.legacy import LegacyData, Problem, derived_id
 from migrations.snapshot import Snapshot
-from storage.memory import import_outcome
-from storage.records import Department, Event
+from storage.records import Department, Event, import_outcome
 
 EVENT_CONTENT = ("department_id", "event_date", "title", "description", "time", "url")
 NO_DEPARTMENT = {None, "0"}

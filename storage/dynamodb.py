@@ -36,8 +36,7 @@ from storage.errors import (
     StorageSetupError,
     StorageUnavailable,
 )
-from storage.memory import import_outcome
-from storage.records import Department, Event
+from storage.records import Department, Event, import_outcome
 from storage.threaded import ThreadedStorage
 
 log = logging.getLogger("calsync.dynamodb")

@@ -25,8 +25,7 @@ from storage.errors import (
     StorageSetupError,
     StorageUnavailable,
 )
-from storage.memory import import_outcome
-from storage.records import Department, Event
+from storage.records import Department, Event, import_outcome, name_taken
 from storage.threaded import ThreadedStorage
 
 T = TypeVar("T")
@@ -189,7 +188,7 @@ class JsonStorage(ThreadedStorage):
             raise EventNotFound() from None
 
     def _check_name_free(self, name: str, owner_id: str | None = None) -> None:
-        if any(d.name == name and d.id != owner_id for d in self._departments.values()):
+        if name_taken(self._departments.values(), name, owner_id):
             raise DuplicateDepartmentName()
 
     # -- departments ----------------------------------------------------------------------
@@ -227,11 +226,7 @@ class JsonStorage(ThreadedStorage):
     ) -> list[Event]:
         def select() -> list[Event]:
             self._department(department_id)
-            events = [
-                e
-                for e in self._events.get(department_id, {}).values()
-                if (date_from is None or e.event_date >= date_from) and (date_to is None or e.event_date <= date_to)
-            ]
+            events = [e for e in self._events.get(department_id, {}).values() if e.within(date_from, date_to)]
             return sorted(events, key=Event.sort_key)
 
         return await self._call(select)

@@ -8,14 +8,7 @@ from typing import Any, Mapping, Sequence
 
 from storage.base import Storage
 from storage.errors import DepartmentNotFound, DuplicateDepartmentName, EventNotFound
-from storage.records import Department, Event
-
-
-def import_outcome(existing: object | None, record: object) -> str:
-    """What writing `record` over `existing` amounts to, in migration terms."""
-    if existing is None:
-        return "created"
-    return "unchanged" if existing == record else "updated"
+from storage.records import Department, Event, import_outcome, name_taken
 
 
 class MemoryStorage(Storage):
@@ -47,7 +40,7 @@ class MemoryStorage(Storage):
             raise DepartmentNotFound() from None
 
     def _check_name_free(self, name: str, owner_id: str | None = None) -> None:
-        if any(d.name == name and d.id != owner_id for d in self._departments.values()):
+        if name_taken(self._departments.values(), name, owner_id):
             raise DuplicateDepartmentName()
 
     async def create_department(self, name: str, description: str = "") -> Department:
@@ -68,13 +61,7 @@ class MemoryStorage(Storage):
         self, department_id: str, date_from: str | None = None, date_to: str | None = None
     ) -> list[Event]:
         await self.get_department(department_id)
-        events = [
-            e
-            for e in self._events.values()
-            if e.department_id == department_id
-            and (date_from is None or e.event_date >= date_from)
-            and (date_to is None or e.event_date <= date_to)
-        ]
+        events = [e for e in self._events.values() if e.department_id == department_id and e.within(date_from, date_to)]
         return sorted(events, key=Event.sort_key)
 
     async def get_event(self, event_id: str) -> Event:

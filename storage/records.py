@@ -9,10 +9,22 @@ import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 # Fields a client may set on an event; everything else on the record belongs to the server.
 EVENT_FIELDS = ("event_date", "title", "description", "time", "url")
+
+
+def import_outcome(existing: object | None, record: object) -> str:
+    """What writing `record` over `existing` amounts to, in migration terms."""
+    if existing is None:
+        return "created"
+    return "unchanged" if existing == record else "updated"
+
+
+def name_taken(departments: Iterable["Department"], name: str, owner_id: str | None = None) -> bool:
+    """Whether a department other than `owner_id` already has `name`."""
+    return any(d.name == name and d.id != owner_id for d in departments)
 
 
 def utc_now() -> str:
@@ -78,6 +90,10 @@ class Event:
         """The next version: the given client fields changed, `last_modified` and `version` moved on."""
         allowed = {k: v for k, v in changes.items() if k in EVENT_FIELDS}
         return dataclasses.replace(self, **allowed, last_modified=utc_now(), version=self.version + 1)
+
+    def within(self, date_from: str | None, date_to: str | None) -> bool:
+        """`date_from <= event_date <= date_to`, either bound optional."""
+        return (date_from is None or self.event_date >= date_from) and (date_to is None or self.event_date <= date_to)
 
     def sort_key(self) -> tuple[str, str, str, str]:
         """REST and sync order: date, then time (as text), then creation, then id to break ties."""
