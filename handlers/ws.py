@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import tornado.iostream
 import tornado.websocket
 
 from handlers.base import ServerParts, origin_allowed
@@ -86,6 +87,10 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         """Browsers from our own origin or a listed one; clients without Origin always pass."""
         return origin_allowed(origin, self.request.host, self.settings["allowed_origins"])
 
+    def get_compression_options(self) -> None:
+        """No permessage-deflate: `send` writes pushes framed once, uncompressed."""
+        return None
+
     # -- the hub's view of a connection ---------------------------------------------------
     def send(self, push: Push) -> None:
         """Write a push; the WebSocket frame is built once per push and shared by every member.
@@ -100,7 +105,8 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
             push.wire = text_frame(push.text.encode("utf-8"))
         stream = connection.stream
         sent = 0
-        if not stream.writing():  # nothing queued: try the socket first, no Future per member
+        if type(stream) is tornado.iostream.IOStream and not stream.writing():
+            # Plain TCP with nothing queued: hand the bytes to the socket, no Future per member.
             try:
                 sent = stream.socket.send(push.wire)
             except BlockingIOError:

@@ -46,6 +46,7 @@ NAME_INDEX = "name-index"
 DATE_INDEX = "department-date-index"
 CLAIM_PREFIX = "name#"
 BATCH_SIZE = 25  # BatchWriteItem's limit
+MAX_KEY_BYTES = 1024  # DynamoDB refuses partition keys over 2,048 bytes (ValidationException)
 UPDATE_ATTEMPTS = 10
 # Errors that mean "DynamoDB cannot answer now", after botocore's own retries.
 UNAVAILABLE_CODES = {
@@ -69,6 +70,11 @@ def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
     """A DynamoDB item as plain Python; numbers come back as `int` (never `Decimal`)."""
     values = {k: _deserializer.deserialize(v) for k, v in item.items()}
     return {k: int(v) if k == "version" else v for k, v in values.items()}
+
+
+def _possible_key(value: str) -> bool:
+    """Ids are UUIDs; anything DynamoDB would refuse as a key (over 2 KB) cannot be stored."""
+    return 0 < len(value.encode("utf-8")) <= MAX_KEY_BYTES
 
 
 def error_code(exc: BaseException) -> str:
@@ -273,7 +279,7 @@ class DynamoStorage(ThreadedStorage):
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def _get_department(self, department_id: str) -> Department:
-        if department_id.startswith(CLAIM_PREFIX):
+        if department_id.startswith(CLAIM_PREFIX) or not _possible_key(department_id):
             raise DepartmentNotFound()
         item = self.client.get_item(TableName=self.departments_table, Key=to_item({"id": department_id}),
                                     ConsistentRead=True).get("Item")
@@ -282,6 +288,8 @@ class DynamoStorage(ThreadedStorage):
         return Department.from_dict(from_item(item))
 
     def _get_event(self, event_id: str) -> Event:
+        if not _possible_key(event_id):
+            raise EventNotFound()
         items = list(self._pages("query", TableName=self.events_table, ConsistentRead=True,
                                  KeyConditionExpression="id = :id", ExpressionAttributeValues=to_item({":id": event_id})))
         if not items:

@@ -123,6 +123,14 @@ async def test_event_not_found(http_server_client):
     assert await api(http_server_client, "DELETE", "/api/events/nope") == (404, expected)
 
 
+@pytest.mark.parametrize("method, path", [("GET", "/api/departments/{}"), ("DELETE", "/api/departments/{}"),
+                                          ("GET", "/api/events/{}"), ("POST", "/api/events/{}"),
+                                          ("PUT", "/api/events/{}"), ("DELETE", "/api/events/{}")])
+async def test_ids_no_store_could_hold_are_not_found(http_server_client, method, path):
+    status, body = await api(http_server_client, method, path.format("가" * 3000), MEETING)
+    assert (status, body["code"]) == (404, "not_found")
+
+
 async def test_events_of_unknown_department(http_server_client):
     expected = {"success": False, "message": "부서를 찾을 수 없습니다.", "code": "not_found"}
     assert await api(http_server_client, "GET", "/api/events/nope") == (404, expected)
