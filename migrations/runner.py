@@ -37,46 +37,57 @@ class SourceError(Exception):
 
 async def migrate(options: MigrateOptions, target: Storage, out: TextIO) -> int:
     report = Reporter(out, quiet=options.quiet, dry_run=options.dry_run)
-    await target.open()
-    before = await read_snapshot(target)
+    phase = "읽기"  # which step a storage failure stopped: read, write or verify
     try:
-        plan = await make_plan(options, before)
+        await target.open()
+        plan = await make_plan(options, await read_snapshot(target))
+        if not ready_to_write(plan, options, report):
+            return 1
+        phase = "쓰기"
+        await write(plan, target, options, report)
+        if options.dry_run:
+            report.line()
+            report.always("🔎 dry run: 아무것도 쓰지 않았습니다 (nothing was written)")
+            report.line("=" * 50)
+            return 0
+        phase = "검증"
+        return await verify(report, target, plan)
     except LegacyFileError as exc:
         report.always(f"❌ {exc}")
         report.always("아무것도 쓰지 않았습니다 (nothing was written).")
         return 1
+    except CalsyncError as exc:
+        report.always(f"❌ {phase} 실패 ({exc.code}): {exc.message} — 다시 실행하면 이어서 진행합니다 (rerun to resume)")
+        return 1
+
+
+def ready_to_write(plan: Plan, options: MigrateOptions, report: Reporter) -> bool:
+    """The checks before any write: invalid records, events without a department."""
     if plan.problems:
         for problem in plan.problems:
             report.always(f"  ✗ {problem}")
         if not options.skip_invalid:
             report.always(f"❌ 잘못된 레코드 {len(plan.problems)}개: 아무것도 쓰지 않았습니다"
                           " (nothing was written; fix them, or rerun with --skip-invalid to write the rest)")
-            return 1
+            return False
         report.always(f"⚠️  잘못된 레코드 {len(plan.problems)}개를 건너뜁니다 (skipped, listed above)")
     if plan.lacking_department:
         report.always(f"❌ 부서가 없는 이벤트 {plan.lacking_department}개: 아무것도 쓰지 않았습니다"
                       f" ({plan.lacking_department} events have no department, 0, or an unknown one;"
                       " rerun with --default-department NAME)")
-        return 1
+        return False
+    return True
 
+
+async def write(plan: Plan, target: Storage, options: MigrateOptions, report: Reporter) -> None:
     title = f"🚀 {plan.source} → {target.describe()} 마이그레이션 {'계획 (dry run)' if options.dry_run else '시작'}"
     report.banner(title)
     skipped_departments = sum(p.records for p in plan.problems if p.kind == "department")
     skipped_events = sum(p.records for p in plan.problems if p.kind == "event")
-    try:
-        await write_section(report, target, plan.departments, "📋 부서 데이터 마이그레이션 시작...", options.dry_run)
-        report.totals("✅ 부서 데이터 마이그레이션 완료", plan.counts(plan.departments), skipped_departments)
-        await write_section(report, target, plan.events, "📅 캘린더 이벤트 데이터 마이그레이션 시작...", options.dry_run)
-        report.totals("✅ 이벤트 데이터 마이그레이션 완료", plan.counts(plan.events), skipped_events)
-    except CalsyncError as exc:
-        report.always(f"❌ 쓰기 실패 ({exc.code}): {exc.message} — 다시 실행하면 이어서 진행합니다 (rerun to resume)")
-        return 1
-    if options.dry_run:
-        report.line()
-        report.always("🔎 dry run: 아무것도 쓰지 않았습니다 (nothing was written)")
-        report.line("=" * 50)
-        return 0
-    return await verify(report, target, plan)
+    await write_section(report, target, plan.departments, "📋 부서 데이터 마이그레이션 시작...", options.dry_run)
+    report.totals("✅ 부서 데이터 마이그레이션 완료", plan.counts(plan.departments), skipped_departments)
+    await write_section(report, target, plan.events, "📅 캘린더 이벤트 데이터 마이그레이션 시작...", options.dry_run)
+    report.totals("✅ 이벤트 데이터 마이그레이션 완료", plan.counts(plan.events), skipped_events)
 
 
 async def make_plan(options: MigrateOptions, target: Snapshot) -> Plan:

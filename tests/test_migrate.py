@@ -308,6 +308,17 @@ async def test_failed_writes_are_not_reported_as_success(storage, legacy):
     assert status == 1 and "쓰기 실패 (storage_unavailable)" in out and "검증 완료" not in out
 
 
+async def test_a_failed_read_back_is_a_failed_verification(storage, legacy):
+    from storage.errors import StorageUnavailable
+
+    async def gone(*args, **kwargs):  # the empty target needs no listing while planning
+        raise StorageUnavailable()
+
+    storage.list_events = gone
+    status, out = await run_migrate(storage, legacy)
+    assert status == 1 and "검증 실패 (storage_unavailable)" in out and "검증 완료" not in out
+
+
 def test_cli_usage_errors(tmp_path):
     config = write_config(tmp_path, "storage:\n  backend: memory\n")
     result = run_cli("migrate", "--config", str(config))

@@ -85,7 +85,9 @@ def main() -> None:
                     except OSError:
                         time.sleep(0.1)
                 config = folder / "dynamodb.yaml"
-                config.write_text(f"storage:\n  backend: dynamodb\n  dynamodb:\n    endpoint_url: http://127.0.0.1:{port}\n")
+                # moto answers a Query by scanning the whole table, so its pages take seconds at 100k items
+                config.write_text(f"storage:\n  backend: dynamodb\n  dynamodb:\n    endpoint_url: http://127.0.0.1:{port}\n"
+                                  "    timeout_seconds: 120\n")
                 subprocess.run([sys.executable, "-m", "server", "create-tables", "--config", str(config)], check=True,
                                capture_output=True, env=env)
                 first = time_migrate(config, folder / "legacy", env)
