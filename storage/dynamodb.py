@@ -220,6 +220,14 @@ class DynamoStorage(ThreadedStorage):
                     )
                     said.append(f"created table '{table}' with index '{index}' ({self.options.billing_mode})")
                 elif index not in {i["IndexName"] for i in description.get("GlobalSecondaryIndexes", [])}:
+                    # The index follows the table's billing: a provisioned table (as the original
+                    # README's create-table commands made) needs capacities for it too.
+                    billing = description.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED")
+                    if billing == "PROVISIONED":
+                        index_spec["ProvisionedThroughput"] = {"ReadCapacityUnits": self.options.read_capacity,
+                                                               "WriteCapacityUnits": self.options.write_capacity}
+                    else:
+                        index_spec.pop("ProvisionedThroughput", None)
                     self.probe_client.update_table(
                         TableName=table, AttributeDefinitions=attributes,
                         GlobalSecondaryIndexUpdates=[{"Create": index_spec}],

@@ -260,6 +260,8 @@ def test_create_tables_adds_missing_indexes_to_existing_tables(tmp_path, moto_se
     assert result.returncode == 0, result.stderr
     assert "table 'departments-old' exists; added index 'name-index'" in result.stdout
     assert "table 'events-old' exists; added index 'department-date-index'" in result.stdout
+    index = client.describe_table(TableName="events-old")["Table"]["GlobalSecondaryIndexes"][0]
+    assert index["IndexName"] == "department-date-index" and index["ProvisionedThroughput"]["ReadCapacityUnits"] == 10
 
 
 def test_unreachable_endpoint_at_start(tmp_path):
