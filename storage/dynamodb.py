@@ -309,17 +309,25 @@ class DynamoStorage(ThreadedStorage):
             "query", TableName=self.events_table, IndexName=DATE_INDEX, ProjectionExpression="id",
             KeyConditionExpression="department_id = :d", ExpressionAttributeValues=to_item({":d": department_id}))]
 
-    def batch_write(self, table: str, requests: list[dict[str, Any]]) -> None:
-        """BatchWriteItem in chunks of 25, retrying UnprocessedItems with backoff."""
+    @staticmethod
+    def _until_processed(call: Callable[..., dict], requests: dict[str, Any], leftover: str) -> Iterator[dict]:
+        """Call a batch API until it leaves nothing unprocessed, backing off between tries;
+        yield every response. DynamoDB hands back what it could not do under load."""
+        for attempt in range(12):
+            response = call(RequestItems=requests)
+            yield response
+            requests = response.get(leftover) or {}
+            if not requests:
+                return
+            time.sleep(min(0.05 * 2 ** attempt, 2.0))
+        raise StorageUnavailable()
+
+    def _batch_write(self, table: str, requests: list[dict[str, Any]]) -> None:
+        """BatchWriteItem in chunks of 25, retrying UnprocessedItems."""
         for start in range(0, len(requests), BATCH_SIZE):
-            pending = {table: requests[start:start + BATCH_SIZE]}
-            for attempt in range(12):
-                pending = self.client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
-                if not pending:
-                    break
-                time.sleep(min(0.05 * 2 ** attempt, 2.0))
-            else:
-                raise StorageUnavailable()
+            for _ in self._until_processed(self.client.batch_write_item, {table: requests[start:start + BATCH_SIZE]},
+                                           "UnprocessedItems"):
+                pass
 
     def _claim_name(self, name: str, department_id: str) -> None:
         """Take the name for `department_id`, or raise `DuplicateDepartmentName`.
@@ -402,7 +410,7 @@ class DynamoStorage(ThreadedStorage):
 
     def _delete_events_of(self, department_id: str) -> None:
         keys = self._event_ids(department_id)
-        self.batch_write(self.events_table, [{"DeleteRequest": {"Key": to_item(key)}} for key in keys])
+        self._batch_write(self.events_table, [{"DeleteRequest": {"Key": to_item(key)}} for key in keys])
 
     # -- events ---------------------------------------------------------------------------
     async def list_events(
@@ -512,7 +520,7 @@ class DynamoStorage(ThreadedStorage):
                 if outcome == "unchanged":
                     continue
                 requests.append({"PutRequest": {"Item": to_item(record.to_dict())}})
-            self.batch_write(self.events_table, requests)
+            self._batch_write(self.events_table, requests)
             return outcomes
 
         return await self._write(upsert)
@@ -522,16 +530,9 @@ class DynamoStorage(ThreadedStorage):
         found: dict[str, Event] = {}
         keys = [to_item({"id": r.id, "department_id": r.department_id}) for r in records]
         for start in range(0, len(keys), 100):  # BatchGetItem's limit
-            pending: dict[str, Any] = {self.events_table: {"Keys": keys[start:start + 100], "ConsistentRead": True}}
-            for attempt in range(12):
-                page = self.client.batch_get_item(RequestItems=pending)
-                for item in page.get("Responses", {}).get(self.events_table, []):
+            requests = {self.events_table: {"Keys": keys[start:start + 100], "ConsistentRead": True}}
+            for response in self._until_processed(self.client.batch_get_item, requests, "UnprocessedKeys"):
+                for item in response.get("Responses", {}).get(self.events_table, []):
                     event = Event.from_dict(from_item(item))
                     found[event.id] = event
-                pending = page.get("UnprocessedKeys") or {}
-                if not pending:
-                    break
-                time.sleep(min(0.05 * 2 ** attempt, 2.0))
-            else:
-                raise StorageUnavailable()
         return found
