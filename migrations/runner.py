@@ -122,7 +122,7 @@ async def write_section(report: Reporter, target: Storage, steps: list[Step], he
                     if step.moved_from:  # import_events replaces within a department only
                         await target.delete_event(step.record.id)
                 outcomes = await target.import_events(records)
-            for step, outcome in zip(changed, outcomes):
+            for step, outcome in zip(changed, outcomes, strict=True):
                 step.outcome = "updated" if step.moved_from else outcome  # what the store says happened
         for step in batch:
             done += 1

@@ -18,10 +18,11 @@ from storage.base import Storage
 def make_app(
     storage: Storage,
     hub: Hub,
-    server: ServerConfig = ServerConfig(),
+    server: ServerConfig | None = None,
     backend_name: str = "",
     **settings: object,
 ) -> tornado.web.Application:
+    server = server or ServerConfig()
     routes = status.routes + departments.routes + events.routes + ws.routes
     return tornado.web.Application(
         routes,

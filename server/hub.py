@@ -71,9 +71,6 @@ class Hub:
         """Everyone leaves `room` (its department is gone)."""
         self._rooms.pop(room, None)
 
-    def rooms_of(self, member: Member) -> set[str]:
-        return {room for room, members in self._rooms.items() if member in members}
-
     def members(self, room: str | None = None) -> int:
         return len(self._members if room is None else self._rooms.get(room, ()))
 

@@ -10,16 +10,6 @@ import abc
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Sequence
 
-from storage.errors import (  # noqa: F401  (re-exported for backends and tests)
-    CalsyncError,
-    Conflict,
-    DepartmentNotFound,
-    DuplicateDepartmentName,
-    EventNotFound,
-    NotFound,
-    StorageSetupError,
-    StorageUnavailable,
-)
 from storage.records import Department, Event
 
 

@@ -9,7 +9,7 @@ import tornado.httpclient
 import tornado.websocket
 
 from tests.client import SyncClient, api
-from tests.test_rest import MEETING, make_department, make_event
+from tests.test_rest import make_department, make_event
 
 
 @pytest.fixture
