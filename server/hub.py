@@ -88,14 +88,21 @@ class Hub:
             try:
                 member.send(push)
             except Exception:
-                log.warning("dropping a connection that failed to take a push", exc_info=True)
+                # A client that missed a push must not go on as if it had not: close it, so
+                # it reconnects and syncs again.
+                log.warning("closing a connection that failed to take a push", exc_info=True)
                 self.remove(member)
+                self._close(member, 1011, "push failed")
 
     def close_all(self, code: int, reason: str) -> None:
         """Close every connection (server shutdown: 1001 going away)."""
         for member in list(self._members):
-            try:
-                member.close(code, reason)
-            except Exception:
-                log.debug("connection failed while closing", exc_info=True)
+            self._close(member, code, reason)
             self.remove(member)
+
+    @staticmethod
+    def _close(member: Member, code: int, reason: str) -> None:
+        try:
+            member.close(code, reason)
+        except Exception:
+            log.debug("connection failed while closing", exc_info=True)
