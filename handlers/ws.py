@@ -144,8 +144,11 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
             self.reply_error(CalsyncError(), envelope)
 
     def reply(self, event: str, data: Any, message_id: Any = None) -> None:
-        if self.ws_connection is not None and not self.ws_connection.is_closing():
-            self.write_message(encode_frame(event, data, message_id))
+        """A direct answer, written the way pushes are, so the two never overtake each other."""
+        try:
+            self.send(Push(encode_frame(event, data, message_id)))
+        except tornado.websocket.WebSocketClosedError:
+            pass  # the client left; there is no one to answer
 
     def reply_error(self, error: CalsyncError, envelope: Envelope) -> None:
         data = {"message": error.message, "code": error.code, "request": envelope.event}

@@ -140,11 +140,15 @@ class SqliteStorage(ThreadedStorage):
         return [Department(**row) for row in rows]
 
     @staticmethod
-    def _department(db: sqlite3.Connection, department_id: str) -> Department:
+    def _find_department(db: sqlite3.Connection, department_id: str) -> Department | None:
         row = db.execute(f"SELECT {DEPARTMENT_COLUMNS} FROM departments WHERE id = ?", (department_id,)).fetchone()
-        if row is None:
+        return Department(**row) if row else None
+
+    def _department(self, db: sqlite3.Connection, department_id: str) -> Department:
+        department = self._find_department(db, department_id)
+        if department is None:
             raise DepartmentNotFound()
-        return Department(**row)
+        return department
 
     async def get_department(self, department_id: str) -> Department:
         return await self._call(lambda db: self._department(db, department_id))
@@ -189,11 +193,15 @@ class SqliteStorage(ThreadedStorage):
         return await self._call(select)
 
     @staticmethod
-    def _event(db: sqlite3.Connection, event_id: str) -> Event:
+    def _find_event(db: sqlite3.Connection, event_id: str) -> Event | None:
         row = db.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
-        if row is None:
+        return Event(**row) if row else None
+
+    def _event(self, db: sqlite3.Connection, event_id: str) -> Event:
+        event = self._find_event(db, event_id)
+        if event is None:
             raise EventNotFound()
-        return Event(**row)
+        return event
 
     async def get_event(self, event_id: str) -> Event:
         return await self._call(lambda db: self._event(db, event_id))
@@ -231,10 +239,6 @@ class SqliteStorage(ThreadedStorage):
 
     # -- bulk import ----------------------------------------------------------------------
     async def import_departments(self, records: Sequence[Department]) -> list[str]:
-        def read(db: sqlite3.Connection, record_id: str) -> Department | None:
-            row = db.execute(f"SELECT {DEPARTMENT_COLUMNS} FROM departments WHERE id = ?", (record_id,)).fetchone()
-            return Department(**row) if row else None
-
         def write(db: sqlite3.Connection, record: Department) -> None:
             try:
                 db.execute(
@@ -246,13 +250,9 @@ class SqliteStorage(ThreadedStorage):
             except sqlite3.IntegrityError:
                 raise DuplicateDepartmentName() from None
 
-        return await self._import(records, read, write)
+        return await self._import(records, self._find_department, write)
 
     async def import_events(self, records: Sequence[Event]) -> list[str]:
-        def read(db: sqlite3.Connection, record_id: str) -> Event | None:
-            row = db.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (record_id,)).fetchone()
-            return Event(**row) if row else None
-
         def write(db: sqlite3.Connection, record: Event) -> None:
             self._department(db, record.department_id)
             db.execute(
@@ -265,7 +265,7 @@ class SqliteStorage(ThreadedStorage):
                 _event_row(record),
             )
 
-        return await self._import(records, read, write)
+        return await self._import(records, self._find_event, write)
 
     async def _import(self, records: Sequence[T], read: Callable, write: Callable) -> list[str]:
         """Write a batch in one transaction, skipping records already stored as they are."""

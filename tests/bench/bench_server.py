@@ -166,7 +166,6 @@ async def push_latency(base: str, department_id: str, clients: int, pushes: int)
 
 
 async def create_rate(base: str, department_id: str, writers: int, creates: int) -> float:
-    tornado.httpclient.AsyncHTTPClient.configure(None, max_clients=writers)
     http = tornado.httpclient.AsyncHTTPClient(force_instance=True, max_clients=writers)
     remaining = iter(range(creates))
 
