@@ -12,7 +12,9 @@ from typing import Any
 
 import tornado.web
 
-from server.hub import Hub
+from handlers.preconditions import idempotency_key
+from server.answers import SyncAnswers
+from server.hub import Broker
 from storage.base import Storage
 from storage.errors import (
     CalsyncError,
@@ -22,7 +24,9 @@ from storage.errors import (
     StorageUnavailable,
     TooLarge,
     ValidationFailed,
+    VersionConflict,
 )
+from storage.feed import Change, IdempotencyKey
 
 log = logging.getLogger("calsync.http")
 
@@ -58,8 +62,19 @@ class ServerParts:
         return self.settings["storage"]
 
     @property
-    def hub(self) -> Hub:
-        return self.settings["hub"]
+    def broker(self) -> Broker:
+        return self.settings["broker"]
+
+    @property
+    def answers(self) -> SyncAnswers:
+        return self.settings["answers"]
+
+    def publish(self, change: Change) -> Change:
+        """Hand a stored change to the broker, which alone decides who hears of it and how.
+        A replayed create changed nothing and is not pushed again."""
+        if not change.replayed:
+            self.broker.publish(change)
+        return change
 
 
 @tornado.web.stream_request_body
@@ -89,7 +104,7 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
     def options(self, *args: str) -> None:
         """CORS preflight: allowed origins (see `set_default_headers`) may use every method."""
         self.set_header("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
-        self.set_header("Access-Control-Allow-Headers", "Content-Type")
+        self.set_header("Access-Control-Allow-Headers", "Content-Type, If-Match, If-None-Match, Idempotency-Key")
         self.set_header("Access-Control-Max-Age", "600")
         self.set_status(204)
         self.finish()
@@ -104,9 +119,22 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
             raise InvalidJson()
         return document
 
+    def idempotency(self, fields: dict[str, Any]) -> IdempotencyKey | None:
+        """The request's `Idempotency-Key` for a create of `fields`, kept per path."""
+        key = idempotency_key(self.request.headers.get("Idempotency-Key"))
+        if key is None:
+            return None
+        return IdempotencyKey.for_request(self.request.path, key, fields, self.settings["idempotency_seconds"])
+
     def reply(self, status_code: int = 200, /, **fields: Any) -> None:
         self.set_status(status_code)
         self.finish(to_json({"success": True, **fields}))
+
+    def reply_created(self, change: Change, name: str) -> None:
+        """201 with the created record; a replayed create says so (contract 8.3)."""
+        if change.replayed:
+            self.set_header("Idempotent-Replayed", "true")
+        self.reply(201, **{name: change.record.to_dict()})
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -115,6 +143,11 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
         body = {"success": False, "message": exc.message, "code": exc.code}
         if exc.errors:
             body["errors"] = exc.errors
+        if isinstance(exc, VersionConflict):
+            body["event"] = exc.current.to_dict()
+        if isinstance(exc, TooLarge):
+            # The body was not read, so this connection cannot carry another request: say so.
+            self.set_header("Connection", "close")
         self.set_status(exc.status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(to_json(body))
@@ -127,7 +160,14 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
 
 
 class NotFoundHandler(ApiHandler):
-    """Every path no route matches: a JSON 404, whatever the method."""
+    """Every path no route matches: a JSON 404, whatever the method.
 
-    def prepare(self) -> None:
+    The 404 is raised once the request has been read, not in `prepare`: answering before a
+    request is read makes Tornado drop the keep-alive connection, and a pooled client's next
+    request on it would fail.
+    """
+
+    def _not_found(self, *args: str) -> None:
         raise NotFound()
+
+    get = post = put = delete = patch = head = options = _not_found

@@ -8,24 +8,26 @@ from handlers.schemas import department_schema
 class DepartmentsHandler(ApiHandler):
     async def get(self) -> None:
         departments = await self.storage.list_departments()
-        self.reply(departments=department_schema.dump(departments, many=True))
+        self.reply(departments=[department.to_dict() for department in departments])
 
     async def post(self) -> None:
         fields = department_schema.parse(self.json_body())
-        department = department_schema.dump(await self.storage.create_department(**fields))
-        self.hub.broadcast_all("department_created", department)
-        self.reply(201, department=department)
+        change = await self.storage.create_department(**fields, idempotency=self.idempotency(fields))
+        self.reply_created(self.publish(change), "department")
 
 
 class DepartmentHandler(ApiHandler):
     async def get(self, department_id: str) -> None:
         department = await self.storage.get_department(department_id)
-        self.reply(department=department_schema.dump(department))
+        self.reply(department=department.to_dict())
+
+    async def put(self, department_id: str) -> None:
+        changes = department_schema.parse_changes(self.json_body())
+        change = self.publish(await self.storage.update_department(department_id, changes))
+        self.reply(department=change.record.to_dict())
 
     async def delete(self, department_id: str) -> None:
-        await self.storage.delete_department(department_id)
-        self.hub.broadcast_all("department_deleted", {"id": department_id})
-        self.hub.close_room(department_id)
+        self.publish(await self.storage.delete_department(department_id))
         self.reply(message="부서가 삭제되었습니다.")
 
 

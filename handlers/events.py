@@ -6,32 +6,50 @@ and DELETE name an event.
 from __future__ import annotations
 
 from handlers.base import ApiHandler
-from handlers.schemas import date_range_schema, event_schema
+from handlers.preconditions import event_etag, if_match_versions, none_match
+from handlers.schemas import event_schema, events_query_schema
+from server.answers import etag_of
 
 
 class EventsHandler(ApiHandler):
     async def get(self, department_id: str) -> None:
-        query = {name: self.get_query_argument(name) for name in ("from", "to") if name in self.request.query_arguments}
-        dates = date_range_schema.parse(query)
-        events = await self.storage.list_events(department_id, dates["date_from"], dates["date_to"])
-        self.reply(events=event_schema.dump(events, many=True))
+        query = events_query_schema.parse({name: self.get_query_argument(name) for name in self.request.query_arguments
+                                           if name in ("from", "to", "since", "epoch", "limit")})
+        cursor = events_query_schema.cursor(query)
+        if cursor is None and query["date_from"] is None and query["date_to"] is None:
+            # The plain list: cheap to poll, 304 while the department's feed has not moved.
+            state = await self.answers.state(department_id)
+            etag = etag_of(state.epoch, state.seq)
+            if none_match(self.request.headers.get("If-None-Match"), etag):
+                self.set_header("ETag", etag)
+                self.set_status(304)
+                self.finish()
+                return
+            answer = await self.answers.full(department_id, state)
+        else:
+            answer = await self.answers.since(department_id, cursor, events_query_schema.page_limit(query),
+                                              query["date_from"], query["date_to"])
+        self.set_header("ETag", answer.etag)
+        self.finish('{"success": true, ' + answer.fields + "}")
 
     async def post(self, department_id: str) -> None:
         fields = event_schema.parse(self.json_body())
-        event = event_schema.dump(await self.storage.create_event(department_id, fields))
-        self.hub.broadcast(department_id, "event_created", event)
-        self.reply(201, event=event)
+        change = await self.storage.create_event(department_id, fields, self.idempotency(fields))
+        self.set_header("ETag", event_etag(change.record.version))
+        self.reply_created(self.publish(change), "event")
 
     async def put(self, event_id: str) -> None:
         changes = event_schema.parse_changes(self.json_body())
-        event = event_schema.dump(await self.storage.update_event(event_id, changes))
-        self.hub.broadcast(event["department_id"], "event_updated", event)
-        self.reply(event=event)
+        change = await self.storage.update_event(event_id, changes, self._if_match())
+        self.set_header("ETag", event_etag(change.record.version))
+        self.reply(event=self.publish(change).record.to_dict())
 
     async def delete(self, event_id: str) -> None:
-        event = await self.storage.delete_event(event_id)
-        self.hub.broadcast(event.department_id, "event_deleted", {"id": event.id, "department_id": event.department_id})
+        self.publish(await self.storage.delete_event(event_id, self._if_match()))
         self.reply(message="이벤트가 삭제되었습니다.")
+
+    def _if_match(self) -> frozenset[int] | None:
+        return if_match_versions(self.request.headers.get("If-Match"))
 
 
 routes = [(r"/api/events/([^/]+)", EventsHandler)]

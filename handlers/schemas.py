@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validates_schema
 
 from storage.errors import ValidationFailed
+from storage.feed import MAX_PAGE, Cursor
 
 MISSING = "필수 항목입니다."
 BLANK = "비어 있을 수 없습니다."
@@ -46,6 +47,25 @@ class Text(fields.String):
         if len(text) > self.max_length:
             raise ValidationError(too_long(self.max_length))
         return text
+
+
+class Count(fields.Field):
+    """A whole number in `[minimum, 2**53]`: JSON integers, or digits in a query string."""
+
+    default_error_messages = {"invalid": "정수여야 합니다.", "null": "정수여야 합니다."}
+
+    def __init__(self, minimum: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.minimum = minimum
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 16:
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.make_error("invalid")
+        if not self.minimum <= value <= 2**53:
+            raise ValidationError(f"{self.minimum} 이상 {2**53} 이하여야 합니다.")
+        return value
 
 
 def check_date(value: str) -> None:
@@ -91,6 +111,14 @@ class ResourceSchema(Schema):
             presence = any(m in (MISSING, BLANK) for f in required for m in errors.get(f, []))
             raise ValidationFailed(self.required_message if presence else None, errors=errors) from None
 
+    def parse_changes(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """A PUT body: only the fields given, each validated; at least one."""
+        changes = self.parse(data, partial=True)
+        given = {k: v for k, v in changes.items() if k in data}
+        if not given:
+            raise ValidationFailed("수정할 항목이 없습니다.", errors={"_schema": ["수정할 항목이 없습니다."]})
+        return given
+
 
 class DepartmentSchema(ResourceSchema):
     required_message = "부서 이름은 필수입니다."
@@ -100,6 +128,8 @@ class DepartmentSchema(ResourceSchema):
     description = Text(1000)
     created_at = fields.String(dump_only=True)
     updated_at = fields.String(dump_only=True)
+    seq = fields.Integer(dump_only=True)
+    epoch = fields.String(dump_only=True)
 
 
 class EventSchema(ResourceSchema):
@@ -115,14 +145,7 @@ class EventSchema(ResourceSchema):
     created_at = fields.String(dump_only=True)
     last_modified = fields.String(dump_only=True)
     version = fields.Integer(dump_only=True)
-
-    def parse_changes(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        """A PUT body: only the fields given, each validated; at least one."""
-        changes = self.parse(data, partial=True)
-        given = {k: v for k, v in changes.items() if k in data}
-        if not given:
-            raise ValidationFailed("수정할 항목이 없습니다.", errors={"_schema": ["수정할 항목이 없습니다."]})
-        return given
+    seq = fields.Integer(dump_only=True)
 
 
 class DateRangeSchema(ResourceSchema):
@@ -139,15 +162,49 @@ class DateRangeSchema(ResourceSchema):
             raise ValidationError("from은 to보다 늦을 수 없습니다.", field_name="from")
 
 
+class CursorSchema(ResourceSchema):
+    """`since`, `epoch` and `limit` (contract 8.5): a client's place in a department's feed."""
+
+    since = Count(0, load_default=None)
+    epoch = Text(64, load_default=None)
+    limit = Count(1, load_default=None)
+
+    def cursor(self, fields: Mapping[str, Any]) -> Cursor | None:
+        return None if fields["since"] is None else Cursor(fields["since"], fields["epoch"])
+
+    @staticmethod
+    def page_limit(fields: Mapping[str, Any]) -> int:
+        return min(fields["limit"] or MAX_PAGE, MAX_PAGE)
+
+
+class EventsQuerySchema(CursorSchema, DateRangeSchema):
+    """`GET /api/events/{department_id}`: a date range, or a cursor, not both."""
+
+    @validates_schema
+    def _cursor_or_dates(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("since") is not None and (data.get("date_from") or data.get("date_to")):
+            raise ValidationError("since는 from/to와 함께 쓸 수 없습니다.", field_name="since")
+
+
 class RoomSchema(ResourceSchema):
-    """The payload of join_department, leave_department and sync_request."""
+    """The payload of join_department and leave_department."""
 
     required_message = "department_id는 필수입니다."
 
     department_id = Text(200, trim=True, required=True)
 
 
+class JoinSchema(RoomSchema, CursorSchema):
+    """join_department: a room, and optionally the cursor to catch up from (unpaged)."""
+
+
+class SyncRequestSchema(RoomSchema, CursorSchema):
+    """sync_request: a room, and optionally a cursor and a page size."""
+
+
 department_schema = DepartmentSchema()
 event_schema = EventSchema()
-date_range_schema = DateRangeSchema()
+events_query_schema = EventsQuerySchema()
 room_schema = RoomSchema()
+join_schema = JoinSchema()
+sync_request_schema = SyncRequestSchema()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,8 @@ import tornado.iostream
 import tornado.websocket
 
 from handlers.base import ServerParts, origin_allowed
-from handlers.schemas import event_schema, room_schema
+from handlers.schemas import join_schema, room_schema, sync_request_schema
+from server.answers import Answer
 from server.hub import Push, encode_frame
 from storage.errors import CalsyncError, InvalidJson, InvalidMessage, UnknownEvent
 
@@ -116,16 +118,28 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         if sent < len(push.wire):
             stream.write(push.wire[sent:])  # a slow reader: IOStream buffers the rest in order
 
+    # -- heartbeats (server/heartbeat.py) ---------------------------------------------------
+    def send_ping(self) -> None:
+        try:
+            self.ping()
+        except tornado.websocket.WebSocketClosedError:
+            pass
+
+    def on_pong(self, data: bytes) -> None:
+        self.heard_at = time.monotonic()
+
     # -- life cycle -----------------------------------------------------------------------
     def open(self) -> None:
         self.client_id = str(uuid.uuid4())
-        self.hub.add(self)
+        self.heard_at = time.monotonic()
+        self.broker.add(self)
         self.reply("connected", {"message": "서버에 연결되었습니다.", "client_id": self.client_id})
 
     def on_close(self) -> None:
-        self.hub.remove(self)
+        self.broker.remove(self)
 
     async def on_message(self, message: str | bytes) -> None:
+        self.heard_at = time.monotonic()
         envelope = Envelope()
         try:
             envelope = Envelope.parse(message)
@@ -145,8 +159,19 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
 
     def reply(self, event: str, data: Any, message_id: Any = None) -> None:
         """A direct answer, written the way pushes are, so the two never overtake each other."""
+        self._write(encode_frame(event, data, message_id))
+
+    def reply_answer(self, event: str, data: dict[str, Any], answer: Answer, message_id: Any = None) -> None:
+        """A reply holding a sync answer: its encoded fields go in as they are, not re-encoded."""
+        head = json.dumps(data, ensure_ascii=False)[:-1]
+        frame = f'{{"event": "{event}", "data": {head}, {answer.fields}}}'
+        if message_id is not None:
+            frame += f', "id": {json.dumps(message_id, ensure_ascii=False)}'
+        self._write(frame + "}")
+
+    def _write(self, text: str) -> None:
         try:
-            self.send(Push(encode_frame(event, data, message_id)))
+            self.send(Push(text))
         except tornado.websocket.WebSocketClosedError:
             pass  # the client left; there is no one to answer
 
@@ -158,20 +183,37 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
 
     # -- client events --------------------------------------------------------------------
     async def handle_join_department(self, envelope: Envelope) -> None:
-        department_id = room_schema.parse(envelope.data)["department_id"]
-        await self.storage.get_department(department_id)
-        self.hub.join(department_id, self)
-        self.reply("joined_department", {"department_id": department_id, "message": "부서 그룹에 참여했습니다."}, envelope.id)
+        """Join with no gap and no repeat (contract 8.6): pushes are held from the moment of
+        joining, the reply says up to which seq the client is served, and only held pushes
+        past that seq follow it."""
+        fields = join_schema.parse(envelope.data)
+        department_id, cursor = fields["department_id"], join_schema.cursor(fields)
+        self.broker.join(department_id, self)
+        try:
+            data = {"department_id": department_id, "message": "부서 그룹에 참여했습니다."}
+            if cursor is None:
+                state = await self.answers.state(department_id)
+                self.reply("joined_department", {**data, "seq": state.seq, "epoch": state.epoch}, envelope.id)
+                seq = state.seq
+            else:
+                answer = await self.answers.since(department_id, cursor)
+                self.reply_answer("joined_department", data, answer, envelope.id)
+                seq = answer.seq
+        except BaseException:
+            self.broker.leave(department_id, self)
+            raise
+        self.broker.go_live(department_id, self, seq)
 
     async def handle_leave_department(self, envelope: Envelope) -> None:
         department_id = room_schema.parse(envelope.data)["department_id"]
-        self.hub.leave(department_id, self)
+        self.broker.leave(department_id, self)
         self.reply("left_department", {"department_id": department_id, "message": "부서 그룹에서 나갔습니다."}, envelope.id)
 
     async def handle_sync_request(self, envelope: Envelope) -> None:
-        department_id = room_schema.parse(envelope.data)["department_id"]
-        events = await self.storage.list_events(department_id)
-        self.reply("sync_response", {"department_id": department_id, "events": event_schema.dump(events, many=True)}, envelope.id)
+        fields = sync_request_schema.parse(envelope.data)
+        department_id, cursor = fields["department_id"], sync_request_schema.cursor(fields)
+        answer = await self.answers.since(department_id, cursor, sync_request_schema.page_limit(fields))
+        self.reply_answer("sync_response", {"department_id": department_id}, answer, envelope.id)
 
     async def handle_ping(self, envelope: Envelope) -> None:
         self.reply("pong", {}, envelope.id)

@@ -1,6 +1,6 @@
 """The app factory: everything a request needs comes in through `make_app`.
 
-No module-level state: tests build as many apps (each with its own storage and hub) as
+No module-level state: tests build as many apps (each with its own storage and broker) as
 they like.
 """
 from __future__ import annotations
@@ -10,25 +10,30 @@ import tornado.web
 from handlers import departments, events, status, ws
 from handlers.base import NotFoundHandler
 from server import __version__
-from server.config import ServerConfig
-from server.hub import Hub
+from server.answers import SyncAnswers
+from server.config import ServerConfig, SyncConfig
+from server.hub import Broker
 from storage.base import Storage
 
 
 def make_app(
     storage: Storage,
-    hub: Hub,
+    broker: Broker,
     server: ServerConfig | None = None,
     backend_name: str = "",
+    sync: SyncConfig | None = None,
     **settings: object,
 ) -> tornado.web.Application:
     server = server or ServerConfig()
+    sync = sync or SyncConfig()
     routes = status.routes + departments.routes + events.routes + ws.routes
     return tornado.web.Application(
         routes,
         default_handler_class=NotFoundHandler,
         storage=storage,
-        hub=hub,
+        broker=broker,
+        answers=SyncAnswers(storage),
+        idempotency_seconds=sync.idempotency_seconds,
         backend_name=backend_name or type(storage).__name__,
         version=__version__,
         allowed_origins=server.allowed_origins,

@@ -21,6 +21,7 @@ from migrations.runner import MigrateOptions, SourceError, migrate
 from server import __version__
 from server.app import make_app
 from server.config import Config, ConfigError, load_config
+from server.housekeeping import Housekeeping
 from server.hub import Hub
 from storage.errors import StorageSetupError
 
@@ -96,7 +97,8 @@ async def serve(config: Config) -> None:
     try:
         await storage.open()
         hub = Hub()
-        app = make_app(storage, hub, config.server, config.backend)
+        app = make_app(storage, hub, config.server, config.backend, config.sync)
+        housekeeping = Housekeeping(storage, hub.connections, config.server, config.sync)
         try:
             sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host)
         except OSError as exc:
@@ -107,6 +109,7 @@ async def serve(config: Config) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
+        await housekeeping.start()
         tune_garbage_collector()
         port = sockets[0].getsockname()[1]
         log.info("calsync %s serving on http://%s:%d (storage: %s)", __version__, config.server.host, port, storage.describe())
@@ -114,6 +117,7 @@ async def serve(config: Config) -> None:
 
         log.info("shutting down: closing connections and storage")
         http_server.stop()
+        housekeeping.stop()
         hub.close_all(1001, "server shutting down")
         try:
             await asyncio.wait_for(http_server.close_all_connections(), SHUTDOWN_GRACE_SECONDS)

@@ -38,12 +38,32 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = ()
     max_body_bytes: int = field(default=1_048_576, metadata={"min": 1})
     max_message_bytes: int = field(default=65_536, metadata={"min": 1})
+    #: Seconds between WebSocket pings, and how long an answer may take (0 turns either off).
+    ping_interval: float = field(default=20.0, metadata={"min": 0})
+    ping_timeout: float = field(default=30.0, metadata={"min": 0})
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    #: How long a deleted event's tombstone is kept (fractions allowed).
+    tombstone_days: float = field(default=30.0, metadata={"min": 0})
+    #: How long a create's answer is kept under its Idempotency-Key.
+    idempotency_hours: float = field(default=24.0, metadata={"min": 0})
+
+    @property
+    def tombstone_seconds(self) -> float:
+        return self.tombstone_days * 86400
+
+    @property
+    def idempotency_seconds(self) -> float:
+        return self.idempotency_hours * 3600
 
 
 @dataclass(frozen=True)
 class Config:
     source: str
     server: ServerConfig
+    sync: SyncConfig
     backend: str
     backend_class: type[Storage]
     storage_options: BackendOptions
@@ -80,8 +100,9 @@ def load_config(path: str | None = None) -> Config:
 def _build(source: str, base_dir: Path, document: Any) -> Config:
     reader = _SectionReader(source, base_dir)
     document = reader.mapping(document, "")
-    reader.reject_unknown(document, {"server", "storage"}, "")
+    reader.reject_unknown(document, {"server", "sync", "storage"}, "")
     server = reader.dataclass(ServerConfig, document.get("server"), "server")
+    sync = reader.dataclass(SyncConfig, document.get("sync"), "sync")
 
     storage = reader.mapping(document.get("storage"), "storage")
     backend = reader.value(str, storage.get("backend", "sqlite"), "storage.backend")
@@ -95,7 +116,7 @@ def _build(source: str, base_dir: Path, document: Any) -> Config:
         if name in storage:  # check every section present, so a typo never waits for a switch
             reader.dataclass(load_backend(name).options_class, storage[name], f"storage.{name}")
     options = reader.dataclass(backend_class.options_class, storage.get(backend), f"storage.{backend}")
-    return Config(source, server, backend, backend_class, options)
+    return Config(source, server, sync, backend, backend_class, options)
 
 
 class _SectionReader:
@@ -151,6 +172,8 @@ class _SectionReader:
             return raw
         if kind is int:
             return self.integer(raw, key, limits or {})
+        if kind is float:
+            return self.number(raw, key, limits or {})
         if kind == tuple[str, ...]:
             if isinstance(raw, str):  # from ${VAR}: comma-separated
                 raw = [part.strip() for part in raw.split(",") if part.strip()]
@@ -172,6 +195,19 @@ class _SectionReader:
             bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
             self.fail(key, f"must be {bounds}, got {raw}")
         return raw
+
+    def number(self, raw: Any, key: str, limits: Mapping[str, float]) -> float:
+        if isinstance(raw, str):
+            try:
+                raw = float(raw.strip())
+            except ValueError:
+                self.fail(key, f"expected a number, got {_show(raw)}")
+        if not isinstance(raw, (int, float)) or isinstance(raw, bool) or raw != raw or raw in (float("inf"), float("-inf")):
+            self.fail(key, f"expected a number, got {_show(raw)}")
+        low = limits.get("min")
+        if low is not None and raw < low:
+            self.fail(key, f"must be at least {low}, got {raw}")
+        return float(raw)
 
     def interpolate(self, text: str, key: str) -> str:
         def replace(match: re.Match) -> str:

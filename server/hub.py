@@ -1,14 +1,23 @@
-"""The in-process room registry: which connection listens to which department.
+"""Where a stored change becomes a push: the `Broker` interface and the in-process `Hub`.
+
+Handlers hand every `Change` a storage write returned to `Broker.publish`; the broker
+alone decides the event name, the payload and who receives it. The `Hub` does that for
+the connections of this process. A broker for several processes (pub/sub) can implement
+the same interface and deliver through a `Hub` in each.
 
 The hub knows nothing of HTTP or Tornado: a member is anything with `send(push)` and
 `close(code, reason)`. A push is encoded once and written to every member; a member that
-fails to take it is dropped without stopping the others.
+fails to take it is closed without stopping the others. How a push becomes bytes on a
+socket is the transport's business (see `Push.wire`).
 """
 from __future__ import annotations
 
+import abc
 import json
 import logging
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
+
+from storage.feed import DEPARTMENT_CREATED, DEPARTMENT_DELETED, DEPARTMENT_UPDATED, EVENT_DELETED, Change
 
 log = logging.getLogger("calsync.hub")
 
@@ -16,15 +25,16 @@ log = logging.getLogger("calsync.hub")
 class Push:
     """One push, encoded once for all its receivers.
 
-    `text` is the JSON frame. `wire` is free for the transport to cache the bytes it
-    derives from `text` (a WebSocket frame header and payload), so a push to a thousand
-    members is framed once, not a thousand times.
+    `text` is the JSON frame and `seq` the feed position of its change (0 when it has none).
+    `wire` is free for the transport to cache the bytes it derives from `text` (a WebSocket
+    frame), so a push to a thousand members is framed once, not a thousand times.
     """
 
-    __slots__ = ("text", "wire")
+    __slots__ = ("text", "seq", "wire")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, seq: int = 0) -> None:
         self.text = text
+        self.seq = seq
         self.wire: bytes | None = None
 
 
@@ -42,23 +52,86 @@ def encode_frame(event: str, data: Any, message_id: Any = None) -> str:
     return json.dumps(frame, ensure_ascii=False)
 
 
-class Hub:
+def push_of(change: Change) -> tuple[str | None, str, dict[str, Any]]:
+    """The room a change goes to (None: every connection), its event name and its payload."""
+    if change.kind == DEPARTMENT_DELETED:
+        return None, change.kind, {"id": change.record.id}
+    if change.kind == EVENT_DELETED:
+        event = change.record
+        return event.department_id, change.kind, {"id": event.id, "department_id": event.department_id,
+                                                  "seq": change.seq}
+    if change.kind in (DEPARTMENT_CREATED, DEPARTMENT_UPDATED):
+        return None, change.kind, change.record.to_dict()
+    return change.department_id, change.kind, change.record.to_dict()
+
+
+class Broker(abc.ABC):
+    """What handlers see of the push side: publish changes, manage who listens where."""
+
+    @abc.abstractmethod
+    def publish(self, change: Change) -> None:
+        """Push a stored change to those who should hear of it, in the order published."""
+
+    @abc.abstractmethod
+    def add(self, member: Member) -> None:
+        """A new connection: it hears department-level changes from now on."""
+
+    @abc.abstractmethod
+    def remove(self, member: Member) -> None:
+        """A closed connection: out of every room."""
+
+    @abc.abstractmethod
+    def join(self, room: str, member: Member) -> None:
+        """Start joining `room`: its pushes are held for `member` until `go_live`."""
+
+    @abc.abstractmethod
+    def go_live(self, room: str, member: Member, after_seq: int) -> None:
+        """Finish joining: send the held pushes with seq above `after_seq` (the rest were in
+        the catch-up the member was just sent), then every push as it comes."""
+
+    @abc.abstractmethod
+    def leave(self, room: str, member: Member) -> None:
+        """Stop hearing `room` (joined or still joining)."""
+
+    @abc.abstractmethod
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every connection (server shutdown: 1001 going away)."""
+
+
+class Hub(Broker):
     def __init__(self) -> None:
         self._members: set[Member] = set()
         self._rooms: dict[str, set[Member]] = {}
+        self._joining: dict[str, dict[Member, list[Push]]] = {}  # room -> member -> held pushes
 
     # membership
     def add(self, member: Member) -> None:
         self._members.add(member)
 
     def remove(self, member: Member) -> None:
-        """Forget a closed connection: out of every room."""
         self._members.discard(member)
-        for room in list(self._rooms):
+        for room in [room for room, members in self._rooms.items() if member in members]:
+            self.leave(room, member)
+        for room in [room for room, joining in self._joining.items() if member in joining]:
             self.leave(room, member)
 
     def join(self, room: str, member: Member) -> None:
+        members = self._rooms.get(room)
+        if members is not None:
+            members.discard(member)
+        self._joining.setdefault(room, {})[member] = []
+
+    def go_live(self, room: str, member: Member, after_seq: int) -> None:
+        joining = self._joining.get(room, {})
+        held = joining.pop(member, None)
+        if not joining:
+            self._joining.pop(room, None)
+        if held is None:
+            return  # left (or the room closed) while joining
         self._rooms.setdefault(room, set()).add(member)
+        for push in held:
+            if push.seq > after_seq:
+                self._send_all((member,), push)
 
     def leave(self, room: str, member: Member) -> None:
         members = self._rooms.get(room)
@@ -66,24 +139,37 @@ class Hub:
             members.discard(member)
             if not members:
                 del self._rooms[room]
+        joining = self._joining.get(room)
+        if joining is not None:
+            joining.pop(member, None)
+            if not joining:
+                del self._joining[room]
 
     def close_room(self, room: str) -> None:
         """Everyone leaves `room` (its department is gone)."""
         self._rooms.pop(room, None)
+        self._joining.pop(room, None)
+
+    def connections(self) -> list[Member]:
+        return list(self._members)
 
     def members(self, room: str | None = None) -> int:
         return len(self._members if room is None else self._rooms.get(room, ()))
 
     # pushes
-    def broadcast(self, room: str, event: str, data: Any) -> None:
-        """Push to every member of `room`."""
-        self._send_all(self._rooms.get(room, ()), Push(encode_frame(event, data)))
+    def publish(self, change: Change) -> None:
+        room, event, data = push_of(change)
+        push = Push(encode_frame(event, data), change.seq)
+        if room is None:
+            self._send_all(self._members, push)
+            if change.kind == DEPARTMENT_DELETED:
+                self.close_room(change.record.id)
+            return
+        self._send_all(self._rooms.get(room, ()), push)
+        for held in self._joining.get(room, {}).values():
+            held.append(push)
 
-    def broadcast_all(self, event: str, data: Any) -> None:
-        """Push to every connection, in a room or not."""
-        self._send_all(self._members, Push(encode_frame(event, data)))
-
-    def _send_all(self, members: Any, push: Push) -> None:
+    def _send_all(self, members: Iterable[Member], push: Push) -> None:
         for member in list(members):
             try:
                 member.send(push)
@@ -95,7 +181,6 @@ class Hub:
                 self._close(member, 1011, "push failed")
 
     def close_all(self, code: int, reason: str) -> None:
-        """Close every connection (server shutdown: 1001 going away)."""
         for member in list(self._members):
             self._close(member, code, reason)
             self.remove(member)

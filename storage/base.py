@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Collection, Mapping, Sequence
 
+from storage.feed import Change, Cursor, FeedPage, FeedState, IdempotencyKey
 from storage.records import Department, Event
 
 
@@ -68,26 +69,34 @@ class Storage(abc.ABC):
     # -- departments ----------------------------------------------------------------------
     @abc.abstractmethod
     async def list_departments(self) -> list[Department]:
-        """Every department, sorted by name (code-point order)."""
+        """Every department, sorted by name (code-point order), each with its feed's seq and epoch."""
 
     @abc.abstractmethod
     async def get_department(self, department_id: str) -> Department:
         """The department, or `DepartmentNotFound`."""
 
     @abc.abstractmethod
-    async def create_department(self, name: str, description: str = "") -> Department:
-        """Store a new department (`Department.new`).
+    async def create_department(self, name: str, description: str = "",
+                                idempotency: IdempotencyKey | None = None) -> Change:
+        """Store a new department (`Department.new`, which starts its feed with a new epoch).
 
         Names are unique: when another department holds `name` — even one created at the
         same moment by another request or process — raise `DuplicateDepartmentName`.
+
+        With `idempotency`, the create and its key are kept together: a repeat of a kept key
+        returns the kept change with `replayed=True` and writes nothing; the key with another
+        fingerprint raises `IdempotencyMismatch`; a create that fails keeps no key.
         """
 
     @abc.abstractmethod
-    async def delete_department(self, department_id: str) -> Department:
-        """Delete the department and every one of its events; return the deleted department.
+    async def update_department(self, department_id: str, changes: Mapping[str, Any]) -> Change:
+        """Apply `Department.updated(changes)`; names stay unique (`DuplicateDepartmentName`)
+        under concurrent edits too. Raises `DepartmentNotFound`."""
 
-        Raises `DepartmentNotFound`.
-        """
+    @abc.abstractmethod
+    async def delete_department(self, department_id: str) -> Change:
+        """Delete the department, every one of its events and its feed; the change holds the
+        department as it was. Raises `DepartmentNotFound`."""
 
     # -- events ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -102,26 +111,50 @@ class Storage(abc.ABC):
         """The event, or `EventNotFound`."""
 
     @abc.abstractmethod
-    async def create_event(self, department_id: str, fields: Mapping[str, Any]) -> Event:
+    async def create_event(self, department_id: str, fields: Mapping[str, Any],
+                           idempotency: IdempotencyKey | None = None) -> Change:
         """Store `Event.new(department_id, fields)`; `fields` are validated client fields.
 
-        Raises `DepartmentNotFound`.
+        The event takes its department's next seq in the same atomic write. `idempotency`
+        as for `create_department`. Raises `DepartmentNotFound`.
         """
 
     @abc.abstractmethod
-    async def update_event(self, event_id: str, changes: Mapping[str, Any]) -> Event:
-        """Apply `Event.updated(changes)` atomically (no lost update when two run at once)
-        and return the new version. Raises `EventNotFound`."""
+    async def update_event(self, event_id: str, changes: Mapping[str, Any],
+                           if_versions: Collection[int] | None = None) -> Change:
+        """Apply `Event.updated(changes)` with the department's next seq, atomically (no lost
+        update when two run at once). With `if_versions`, the check that the stored version
+        is among them and the write are one step: otherwise `VersionConflict` carrying the
+        current event, and nothing changes. Raises `EventNotFound`."""
 
     @abc.abstractmethod
-    async def delete_event(self, event_id: str) -> Event:
-        """Delete the event and return it as it was. Raises `EventNotFound`."""
+    async def delete_event(self, event_id: str, if_versions: Collection[int] | None = None) -> Change:
+        """Delete the event, leaving a tombstone with the department's next seq; the change
+        holds the event as it was. `if_versions` as for `update_event`. Raises `EventNotFound`."""
+
+    # -- the change feed ------------------------------------------------------------------
+    @abc.abstractmethod
+    async def feed_state(self, department_id: str) -> FeedState:
+        """Where the department's feed stands. Raises `DepartmentNotFound`."""
+
+    @abc.abstractmethod
+    async def read_feed(self, department_id: str, cursor: Cursor | None = None,
+                        limit: int | None = None) -> FeedPage:
+        """The answer to `cursor` as one consistent snapshot (`storage.feed.answer`): every
+        change up to the page's seq is in it and none after. An incremental answer holds at
+        most `limit` items (None: all). Raises `DepartmentNotFound`."""
+
+    @abc.abstractmethod
+    async def purge(self, tombstone_seconds: float) -> int:
+        """Drop tombstones older than `tombstone_seconds` (raising each department's horizon
+        to the highest seq dropped) and idempotency keys past their time; say how many."""
 
     # -- bulk import (migration) ----------------------------------------------------------
     @abc.abstractmethod
     async def import_departments(self, records: Sequence[Department]) -> list[str]:
         """Write departments exactly as given (ids, timestamps), one outcome per record:
-        `"created"`, `"updated"` (same id, other fields differ) or `"unchanged"`.
+        `"created"`, `"updated"` (same id, other fields differ) or `"unchanged"`. A department
+        written starts a new epoch: its feed's history was replaced.
 
         Raises `DuplicateDepartmentName` when another id already holds a record's name.
         """
@@ -129,7 +162,8 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def import_events(self, records: Sequence[Event]) -> list[str]:
         """Write events exactly as given (ids, timestamps, versions); outcomes as for
-        `import_departments`. Their departments must exist (`DepartmentNotFound`).
+        `import_departments`. Their departments must exist (`DepartmentNotFound`). Each event
+        written takes its department's next seq, and the department starts a new epoch.
 
         A record replaces the stored event with its id in the same department. An event
         moving to another department must be deleted first (the migration does): finding

@@ -1,14 +1,23 @@
 """`dynamodb`: AWS DynamoDB (or any compatible endpoint) through boto3.
 
-Layout, compatible with the tables the original server's README creates:
+Layout, compatible with the tables the original server's README creates, plus one for the
+change feed:
 
     departments  hash id                      index name-index (hash name)
     events       hash id, range department_id index department-date-index (hash department_id, range event_date)
+    changes      hash department_id, range seq (a number)
 
 A department name is held by a claim item in `departments` under the id `name#<name>`
 (never a UUID, never listed), written with `attribute_not_exists(id)`, so two servers
-creating one name at once cannot both win. No TransactWriteItems: several
+creating one name at once cannot both win. Idempotency keys live there too, as
+`idem#<hash>` items with a TTL attribute `expires_at`. No TransactWriteItems: several
 DynamoDB-compatible servers lack it.
+
+The feed: a department item counts its changes (`seq`, an atomic ADD); each change is first
+written to `changes` under its seq, holding the event as it became (or a delete), and only
+then to `events`. The feed is read from `changes` with ConsistentRead — the date index is
+only eventually consistent — and answers up to the highest seq below which no change is
+missing; a seq a crashed writer never filled is closed with a `noop` item after a wait.
 
 boto3 blocks, so every call runs on threads: writes on one thread, in call order (pushes
 follow the order changes were stored), reads on a small pool. Throttling, timeouts and
@@ -17,11 +26,15 @@ connection errors that outlast botocore's `standard` retries become `StorageUnav
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import decimal
+import hashlib
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Collection, Iterator, Mapping, Sequence, TypeVar
 
 import boto3
 import botocore.config
@@ -29,14 +42,33 @@ import botocore.exceptions
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from storage.base import BackendOptions
+from storage.book import check_versions
 from storage.errors import (
     DepartmentNotFound,
     DuplicateDepartmentName,
     EventNotFound,
+    IdempotencyInProgress,
     StorageSetupError,
     StorageUnavailable,
 )
-from storage.records import Department, Event, import_outcome
+from storage.feed import (
+    DEPARTMENT_CREATED,
+    DEPARTMENT_DELETED,
+    DEPARTMENT_UPDATED,
+    EVENT_CREATED,
+    EVENT_DELETED,
+    EVENT_UPDATED,
+    Change,
+    Cursor,
+    FeedPage,
+    FeedState,
+    IdempotencyKey,
+    StoredCreate,
+    Tombstone,
+    changes_page,
+    full_page,
+)
+from storage.records import Department, Event, import_outcome, new_epoch
 from storage.threaded import ThreadedStorage
 
 log = logging.getLogger("calsync.dynamodb")
@@ -45,6 +77,9 @@ T = TypeVar("T")
 NAME_INDEX = "name-index"
 DATE_INDEX = "department-date-index"
 CLAIM_PREFIX = "name#"
+IDEMPOTENCY_PREFIX = "idem#"
+PENDING_SECONDS = 60  # a create that held its idempotency key this long without finishing has died
+HOLE_WAIT_SECONDS = 2.0  # how long a reader waits for a missing seq before closing it with a noop
 BATCH_SIZE = 25  # BatchWriteItem's limit
 MAX_KEY_BYTES = 1024  # DynamoDB refuses partition keys over 2,048 bytes (ValidationException)
 UPDATE_ATTEMPTS = 10
@@ -62,14 +97,23 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 
+def _plain(value: Any) -> Any:
+    """Decimals back to int (or float), inside maps too."""
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def to_item(record: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _serializer.serialize(v) for k, v in record.items()}
+    return {k: _serializer.serialize(decimal.Decimal(repr(v)) if isinstance(v, float) else v)
+            for k, v in record.items()}
 
 
 def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
     """A DynamoDB item as plain Python; numbers come back as `int` (never `Decimal`)."""
-    values = {k: _deserializer.deserialize(v) for k, v in item.items()}
-    return {k: int(v) if k == "version" else v for k, v in values.items()}
+    return {k: _plain(_deserializer.deserialize(v)) for k, v in item.items()}
 
 
 def _possible_key(value: str) -> bool:
@@ -87,6 +131,7 @@ class DynamoOptions(BackendOptions):
     endpoint_url: str = "${DYNAMODB_ENDPOINT_URL:-}"
     departments_table: str = "${DEPARTMENTS_TABLE:-departments}"
     events_table: str = "${EVENTS_TABLE:-events}"
+    changes_table: str = "${CHANGES_TABLE:-changes}"
     #: PAY_PER_REQUEST (on-demand) or PROVISIONED, used by `create-tables`.
     billing_mode: str = "PAY_PER_REQUEST"
     read_capacity: int = field(default=10, metadata={"min": 1})
@@ -126,10 +171,11 @@ class DynamoStorage(ThreadedStorage):
         ))
         self.departments_table = options.departments_table
         self.events_table = options.events_table
+        self.changes_table = options.changes_table
 
     def describe(self) -> str:
         where = self.options.endpoint_url or f"AWS {self.options.region}"
-        return f"dynamodb ({where}: {self.departments_table}, {self.events_table})"
+        return f"dynamodb ({where}: {self.departments_table}, {self.events_table}, {self.changes_table})"
 
     # -- running boto3 off the IOLoop -------------------------------------------------------
     async def _write(self, fn: Callable[[], T]) -> T:
@@ -157,8 +203,17 @@ class DynamoStorage(ThreadedStorage):
     async def open(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._readers, self._check_tables)
 
+    def _tables(self) -> list[tuple[str, list[tuple[str, str, str]], str | None, list[tuple[str, str, str]]]]:
+        """Each table: its name, key (attribute, key type, attribute type), and its index."""
+        return [
+            (self.departments_table, [("id", "HASH", "S")], NAME_INDEX, [("name", "HASH", "S")]),
+            (self.events_table, [("id", "HASH", "S"), ("department_id", "RANGE", "S")], DATE_INDEX,
+             [("department_id", "HASH", "S"), ("event_date", "RANGE", "S")]),
+            (self.changes_table, [("department_id", "HASH", "S"), ("seq", "RANGE", "N")], None, []),
+        ]
+
     def _check_tables(self) -> None:
-        for table, index in ((self.departments_table, NAME_INDEX), (self.events_table, DATE_INDEX)):
+        for table, _key, index, _index_key in self._tables():
             description = self._describe(table)
             if description is None:
                 raise StorageSetupError(
@@ -166,7 +221,7 @@ class DynamoStorage(ThreadedStorage):
                     " create the tables with: calsync create-tables"
                 )
             indexes = {i["IndexName"] for i in description.get("GlobalSecondaryIndexes", [])}
-            if index not in indexes:
+            if index is not None and index not in indexes:
                 raise StorageSetupError(
                     f"DynamoDB table '{table}' has no index '{index}'; add it with: calsync create-tables"
                 )
@@ -197,29 +252,27 @@ class DynamoStorage(ThreadedStorage):
 
     def _create_tables(self) -> list[str]:
         said = []
-        specs = [
-            (self.departments_table, [("id", "HASH")], NAME_INDEX, [("name", "HASH")]),
-            (self.events_table, [("id", "HASH"), ("department_id", "RANGE")], DATE_INDEX,
-             [("department_id", "HASH"), ("event_date", "RANGE")]),
-        ]
-        for table, key, index, index_key in specs:
+        for table, key, index, index_key in self._tables():
             description = self._describe(table)
-            attributes = [{"AttributeName": name, "AttributeType": "S"} for name in dict(key + index_key)]
+            attributes = [{"AttributeName": name, "AttributeType": kind} for name, kind in
+                          {name: kind for name, _, kind in key + index_key}.items()]
             index_spec = {
                 "IndexName": index,
-                "KeySchema": [{"AttributeName": n, "KeyType": t} for n, t in index_key],
+                "KeySchema": [{"AttributeName": n, "KeyType": t} for n, t, _ in index_key],
                 "Projection": {"ProjectionType": "ALL"},
                 **self._throughput(),
             }
+            indexes = {"GlobalSecondaryIndexes": [index_spec]} if index else {}
             try:
                 if description is None:
                     self.probe_client.create_table(
                         TableName=table, AttributeDefinitions=attributes,
-                        KeySchema=[{"AttributeName": n, "KeyType": t} for n, t in key],
-                        GlobalSecondaryIndexes=[index_spec], **self._billing(),
+                        KeySchema=[{"AttributeName": n, "KeyType": t} for n, t, _ in key],
+                        **indexes, **self._billing(),
                     )
-                    said.append(f"created table '{table}' with index '{index}' ({self.options.billing_mode})")
-                elif index not in {i["IndexName"] for i in description.get("GlobalSecondaryIndexes", [])}:
+                    said.append(f"created table '{table}'" + (f" with index '{index}'" if index else "")
+                                + f" ({self.options.billing_mode})")
+                elif index and index not in {i["IndexName"] for i in description.get("GlobalSecondaryIndexes", [])}:
                     # The index follows the table's billing: a provisioned table (as the original
                     # README's create-table commands made) needs capacities for it too.
                     billing = description.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED")
@@ -234,12 +287,26 @@ class DynamoStorage(ThreadedStorage):
                     )
                     said.append(f"table '{table}' exists; added index '{index}'")
                 else:
-                    said.append(f"table '{table}' and index '{index}' already exist")
+                    said.append(f"table '{table}'" + (f" and index '{index}'" if index else "") + " already exist")
             except botocore.exceptions.ClientError as exc:
                 raise StorageSetupError(f"cannot create DynamoDB table '{table}': {exc}") from None
             self._wait_active(table)
+        said.append(self._expire_idempotency_keys())
         said.append("all tables and indexes are ACTIVE")
         return said
+
+    def _expire_idempotency_keys(self) -> str:
+        """Let DynamoDB's TTL delete idempotency keys past `expires_at` (reads check it too)."""
+        try:
+            ttl = self.probe_client.describe_time_to_live(TableName=self.departments_table)
+            if ttl.get("TimeToLiveDescription", {}).get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
+                return f"table '{self.departments_table}': TTL on expires_at already enabled"
+            self.probe_client.update_time_to_live(
+                TableName=self.departments_table,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
+        except botocore.exceptions.ClientError as exc:
+            return f"table '{self.departments_table}': TTL not enabled ({error_code(exc)}); expired keys are ignored"
+        return f"table '{self.departments_table}': enabled TTL on expires_at (idempotency keys)"
 
     def _billing(self) -> dict[str, Any]:
         return {"BillingMode": self.options.billing_mode, **self._throughput()}
@@ -286,14 +353,17 @@ class DynamoStorage(ThreadedStorage):
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def _get_department(self, department_id: str) -> Department:
-        if department_id.startswith(CLAIM_PREFIX) or not _possible_key(department_id):
+    def _department_item(self, department_id: str) -> dict[str, Any]:
+        if department_id.startswith((CLAIM_PREFIX, IDEMPOTENCY_PREFIX)) or not _possible_key(department_id):
             raise DepartmentNotFound()
         item = self.client.get_item(TableName=self.departments_table, Key=to_item({"id": department_id}),
                                     ConsistentRead=True).get("Item")
         if item is None:
             raise DepartmentNotFound()
-        return Department.from_dict(from_item(item))
+        return from_item(item)
+
+    def _get_department(self, department_id: str) -> Department:
+        return Department.from_dict(self._department_item(department_id))
 
     def _get_event(self, event_id: str) -> Event:
         if not _possible_key(event_id):
@@ -367,31 +437,317 @@ class DynamoStorage(ThreadedStorage):
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise
 
-    # -- departments ----------------------------------------------------------------------
-    async def list_departments(self) -> list[Department]:
-        def scan() -> list[Department]:
-            items = self._pages("scan", TableName=self.departments_table, FilterExpression="NOT begins_with(id, :claim)",
-                                ExpressionAttributeValues=to_item({":claim": CLAIM_PREFIX}))
-            return sorted((Department.from_dict(item) for item in items), key=lambda d: (d.name, d.id))
+    # -- idempotency keys (items in the departments table) ---------------------------------
+    def _idempotency_id(self, key: IdempotencyKey) -> dict[str, Any]:
+        return to_item({"id": IDEMPOTENCY_PREFIX + hashlib.sha256(key.name.encode("utf-8")).hexdigest()})
 
-        return await self._read(scan)
+    def _claim_key(self, key: IdempotencyKey) -> StoredCreate | None:
+        """Hold `key` for a create about to run, or return the create kept under it.
+
+        The hold is a conditional put, so of two processes retrying one create at once only
+        one runs it; the other is told it is in progress (a repeat in this process waits its
+        turn on the writer thread and is replayed).
+        """
+        item_key = self._idempotency_id(key)
+        now = time.time()
+        for _ in range(3):
+            try:
+                self.client.put_item(
+                    TableName=self.departments_table,
+                    Item={**item_key, **to_item({"state": "pending", "fingerprint": key.fingerprint,
+                                                 "started_at": now, "expires_at": int(key.expires_at(now))})},
+                    ConditionExpression="attribute_not_exists(id) OR expires_at < :now"
+                                        " OR (#state = :pending AND started_at < :stale)",
+                    ExpressionAttributeNames={"#state": "state"},
+                    ExpressionAttributeValues=to_item({":now": int(now), ":pending": "pending",
+                                                       ":stale": now - PENDING_SECONDS}))
+                return None
+            except botocore.exceptions.ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+            item = self.client.get_item(TableName=self.departments_table, Key=item_key, ConsistentRead=True).get("Item")
+            if item is None:
+                continue  # released meanwhile: try again
+            held = from_item(item)
+            if held["state"] == "pending":
+                if held["fingerprint"] != key.fingerprint:
+                    StoredCreate(held["fingerprint"], "", {}, 0).replay(key)  # raises the mismatch
+                raise IdempotencyInProgress()
+            return StoredCreate(held["fingerprint"], held["kind"], json.loads(held["record"]), held["expires_at"])
+        raise IdempotencyInProgress()
+
+    def _settle_key(self, key: IdempotencyKey, change: Change) -> None:
+        stored = StoredCreate.of(key, change)
+        self.client.update_item(
+            TableName=self.departments_table, Key=self._idempotency_id(key),
+            UpdateExpression="SET #state = :done, kind = :kind, #record = :record",
+            ExpressionAttributeNames={"#state": "state", "#record": "record"},
+            ExpressionAttributeValues=to_item({":done": "done", ":kind": stored.kind,
+                                               ":record": json.dumps(stored.record, ensure_ascii=False)}))
+
+    def _release_key(self, key: IdempotencyKey) -> None:
+        """A create that failed keeps no key: the client may retry it."""
+        try:
+            self.client.delete_item(TableName=self.departments_table, Key=self._idempotency_id(key),
+                                    ConditionExpression="#state = :pending", ExpressionAttributeNames={"#state": "state"},
+                                    ExpressionAttributeValues=to_item({":pending": "pending"}))
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+
+    def _idempotent(self, key: IdempotencyKey | None, create: Callable[[], Change]) -> Change:
+        """Run `create` under `key`: replay a kept answer, keep a new one, keep nothing on failure."""
+        if key is None:
+            return create()
+        stored = self._claim_key(key)
+        if stored is not None:
+            return stored.replay(key)
+        try:
+            change = create()
+        except BaseException:
+            self._release_key(key)
+            raise
+        self._settle_key(key, change)
+        return change
+
+    # -- the change feed ------------------------------------------------------------------
+    def _take_seq(self, department_id: str, count: int = 1) -> int:
+        """Count `count` changes on the department; the last seq taken."""
+        try:
+            answer = self.client.update_item(
+                TableName=self.departments_table, Key=to_item({"id": department_id}),
+                UpdateExpression="ADD seq :n", ConditionExpression="attribute_exists(id)",
+                ExpressionAttributeValues=to_item({":n": count}), ReturnValues="UPDATED_NEW")
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise DepartmentNotFound() from None
+            raise
+        return int(answer["Attributes"]["seq"]["N"])
+
+    def _change_item(self, department_id: str, seq: int, kind: str, event_id: str,
+                     event: Event | None = None) -> dict[str, Any]:
+        item = {"department_id": department_id, "seq": seq, "kind": kind, "id": event_id, "at": int(time.time())}
+        if event is not None:
+            item["record"] = event.to_dict()
+        return to_item(item)
+
+    def _record_change(self, department_id: str, kind: str, event_id: str,
+                       make: Callable[[int], Event | None]) -> int:
+        """Take the next seq and write the change under it; the seq.
+
+        The put is conditional: when a reader has meanwhile closed this seq as a hole (this
+        writer was slower than `HOLE_WAIT_SECONDS`), the change takes a later one.
+        """
+        for _ in range(UPDATE_ATTEMPTS):
+            seq = self._take_seq(department_id)
+            try:
+                self.client.put_item(TableName=self.changes_table,
+                                     Item=self._change_item(department_id, seq, kind, event_id, make(seq)),
+                                     ConditionExpression="attribute_not_exists(seq)")
+                return seq
+            except botocore.exceptions.ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+        raise StorageUnavailable()
+
+    def _void_change(self, department_id: str, seq: int, event_id: str) -> None:
+        """The write the change announced did not happen (another process won): say so."""
+        self.client.put_item(TableName=self.changes_table, Item=self._change_item(department_id, seq, "noop", event_id))
+
+    def _changes(self, department_id: str, after: int) -> list[dict[str, Any]]:
+        return list(self._pages("query", TableName=self.changes_table, ConsistentRead=True,
+                                KeyConditionExpression="department_id = :d AND seq > :after",
+                                ExpressionAttributeValues=to_item({":d": department_id, ":after": after})))
+
+    def _settled_changes(self, department: Department, horizon: int, after: int) -> tuple[list[dict[str, Any]], int]:
+        """The changes above `after`, cut before the first seq not yet written, and that top seq.
+
+        A seq is missing while its writer is between counting it and writing it. One that
+        stays missing for `HOLE_WAIT_SECONDS` belongs to a writer that died: it is closed
+        with a noop so the feed can go on.
+        """
+        deadline = time.monotonic() + HOLE_WAIT_SECONDS
+        while True:
+            items = self._changes(department.id, after)
+            expected, top = max(after, horizon) + 1, max(after, horizon)
+            hole = None
+            for item in items:
+                if item["seq"] <= top:
+                    continue  # below the horizon: live events kept from purged history
+                if item["seq"] != expected:
+                    hole = expected
+                    break
+                top = expected
+                expected += 1
+            if hole is None:
+                return [item for item in items if item["seq"] <= top], top
+            if time.monotonic() > deadline:
+                try:
+                    self.client.put_item(TableName=self.changes_table,
+                                         Item=self._change_item(department.id, hole, "noop", ""),
+                                         ConditionExpression="attribute_not_exists(seq)")
+                except botocore.exceptions.ClientError as exc:
+                    if error_code(exc) != "ConditionalCheckFailedException":
+                        raise
+            else:
+                time.sleep(0.05)
+
+    def _feed_department(self, department_id: str) -> tuple[Department, int]:
+        """The department and its horizon, from one consistent read."""
+        item = self._department_item(department_id)
+        return Department.from_dict(item), int(item.get("horizon", 0))
+
+    def _read_feed(self, department_id: str, cursor: Cursor | None, limit: int | None) -> FeedPage:
+        """One consistent answer: retried when a purge raised the horizon while it was read."""
+        while True:
+            department, horizon = self._feed_department(department_id)
+            usable = cursor is not None and cursor.usable(FeedState(department.epoch, department.seq, horizon))
+            items, top = self._settled_changes(department, horizon, cursor.since if usable else 0)
+            if self._feed_department(department_id)[1] != horizon:
+                continue
+            state = FeedState(department.epoch, top, horizon)
+            latest: dict[str, dict[str, Any]] = {}
+            for item in items:  # in seq order: the last one of an event is what it is now
+                if item["kind"] != "noop":
+                    latest[item["id"]] = item
+            events = [Event.from_dict(item["record"]) for item in latest.values() if item["kind"] == "put"]
+            if not usable:
+                return full_page(department_id, state, events)
+            tombstones = [Tombstone(item["id"], item["seq"]) for item in latest.values() if item["kind"] == "delete"]
+            return changes_page(department_id, state, cursor.since, events, tombstones, limit)
+
+    def _start_feed(self, department_id: str) -> None:
+        """A department stored before the feed existed: its events become the feed's first changes."""
+        department = self._get_department(department_id)
+        if department.epoch:
+            return
+        events = [Event.from_dict(item) for item in self._pages(
+            "query", TableName=self.events_table, IndexName=DATE_INDEX, KeyConditionExpression="department_id = :d",
+            ExpressionAttributeValues=to_item({":d": department_id}))]
+        events.sort(key=lambda e: (e.created_at, e.id))
+        if events:
+            first = self._take_seq(department_id, len(events)) - len(events) + 1
+            events = [dataclasses.replace(e, seq=first + n) for n, e in enumerate(events)]
+            self._batch_write(self.changes_table, [{"PutRequest": {"Item": self._change_item(
+                department_id, e.seq, "put", e.id, e)}} for e in events])
+            self._batch_write(self.events_table, [{"PutRequest": {"Item": to_item(e.to_dict())}} for e in events])
+        self.client.update_item(TableName=self.departments_table, Key=to_item({"id": department_id}),
+                                UpdateExpression="SET epoch = :epoch, seq = if_not_exists(seq, :zero),"
+                                                 " horizon = if_not_exists(horizon, :zero)",
+                                ExpressionAttributeValues=to_item({":epoch": new_epoch(), ":zero": 0}))
+
+    async def _with_feed(self, department_id: str) -> None:
+        """Start the department's feed first if it has none (on the writer: it writes)."""
+        department = await self._read(lambda: self._get_department(department_id))
+        if not department.epoch:
+            await self._write(lambda: self._start_feed(department_id))
+
+    async def feed_state(self, department_id: str) -> FeedState:
+        await self._with_feed(department_id)
+
+        def state() -> FeedState:
+            department, horizon = self._feed_department(department_id)
+            seq = department.seq
+            if seq > horizon and "Item" not in self.client.get_item(
+                    TableName=self.changes_table, Key=to_item({"department_id": department_id, "seq": seq}),
+                    ConsistentRead=True, ProjectionExpression="seq"):
+                seq -= 1  # counted, not yet written: that change is still in flight
+            return FeedState(department.epoch, seq, horizon)
+
+        return await self._read(state)
+
+    async def read_feed(self, department_id: str, cursor: Cursor | None = None,
+                        limit: int | None = None) -> FeedPage:
+        await self._with_feed(department_id)
+        return await self._read(lambda: self._read_feed(department_id, cursor, limit))
+
+    async def purge(self, tombstone_seconds: float) -> int:
+        def purge() -> int:
+            cutoff = time.time() - tombstone_seconds
+            purged = 0
+            for department in self._list_departments():
+                purged += self._purge_department(department.id, cutoff)
+            return purged
+
+        return await self._write(purge)
+
+    def _purge_department(self, department_id: str, cutoff: float) -> int:
+        """Drop history older than `cutoff` that no answer needs: tombstones, noops, and
+        changes a later change of the same event replaced. The horizon is raised first, so a
+        reader that overlaps the deletes sees it move and reads again."""
+        items = self._changes(department_id, 0)
+        latest = {item["id"]: item["seq"] for item in items if item["kind"] != "noop"}
+        old = [item for item in items if item["at"] < cutoff]
+        gone = [item for item in old if item["kind"] != "put" or latest[item["id"]] != item["seq"]]
+        if not gone:
+            return 0
+        horizon = max(item["seq"] for item in gone)
+        try:
+            self.client.update_item(TableName=self.departments_table, Key=to_item({"id": department_id}),
+                                    UpdateExpression="SET horizon = :h",
+                                    ConditionExpression="attribute_exists(id) AND (attribute_not_exists(horizon)"
+                                                        " OR horizon < :h)",
+                                    ExpressionAttributeValues=to_item({":h": horizon}))
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+        self._batch_write(self.changes_table, [{"DeleteRequest": {"Key": to_item(
+            {"department_id": department_id, "seq": item["seq"]})}} for item in gone])
+        return sum(1 for item in gone if item["kind"] == "delete")
+
+    # -- departments ----------------------------------------------------------------------
+    def _list_departments(self) -> list[Department]:
+        items = self._pages("scan", TableName=self.departments_table,
+                            FilterExpression="NOT begins_with(id, :claim) AND NOT begins_with(id, :key)",
+                            ExpressionAttributeValues=to_item({":claim": CLAIM_PREFIX, ":key": IDEMPOTENCY_PREFIX}))
+        return sorted((Department.from_dict(item) for item in items), key=lambda d: (d.name, d.id))
+
+    async def list_departments(self) -> list[Department]:
+        return await self._read(self._list_departments)
 
     async def get_department(self, department_id: str) -> Department:
         return await self._read(lambda: self._get_department(department_id))
 
-    async def create_department(self, name: str, description: str = "") -> Department:
+    async def create_department(self, name: str, description: str = "",
+                                idempotency: IdempotencyKey | None = None) -> Change:
         department = Department.new(name, description)
 
-        def create() -> Department:
+        def create() -> Change:
             self._claim_name(name, department.id)
-            self.client.put_item(TableName=self.departments_table, Item=to_item(department.to_dict()),
+            self.client.put_item(TableName=self.departments_table,
+                                 Item=to_item({**department.to_dict(), "horizon": 0}),
                                  ConditionExpression="attribute_not_exists(id)")
-            return department
+            return Change(DEPARTMENT_CREATED, department)
 
-        return await self._write(create)
+        return await self._write(lambda: self._idempotent(idempotency, create))
 
-    async def delete_department(self, department_id: str) -> Department:
-        def delete() -> Department:
+    async def update_department(self, department_id: str, changes: Mapping[str, Any]) -> Change:
+        def update() -> Change:
+            current = self._get_department(department_id)
+            department = current.updated(changes)
+            if department.name != current.name:
+                self._claim_name(department.name, department_id)
+            try:
+                self.client.update_item(
+                    TableName=self.departments_table, Key=to_item({"id": department_id}),
+                    UpdateExpression="SET #name = :name, description = :description, updated_at = :updated_at",
+                    ConditionExpression="attribute_exists(id)", ExpressionAttributeNames={"#name": "name"},
+                    ExpressionAttributeValues=to_item({":name": department.name, ":description": department.description,
+                                                       ":updated_at": department.updated_at}))
+            except botocore.exceptions.ClientError as exc:
+                if department.name != current.name:
+                    self._release_name(department.name, department_id)
+                if error_code(exc) == "ConditionalCheckFailedException":
+                    raise DepartmentNotFound() from None
+                raise
+            if department.name != current.name:
+                self._release_name(current.name, department_id)
+            return Change(DEPARTMENT_UPDATED, self._get_department(department_id))
+
+        return await self._write(update)
+
+    async def delete_department(self, department_id: str) -> Change:
+        def delete() -> Change:
             department = self._get_department(department_id)
             # Events first: a delete cut short leaves a department that can be deleted again.
             self._delete_events_of(department_id)
@@ -404,7 +760,9 @@ class DynamoStorage(ThreadedStorage):
                 raise
             self._release_name(department.name, department_id)
             self._delete_events_of(department_id)  # any created while the first sweep ran
-            return department
+            self._batch_write(self.changes_table, [{"DeleteRequest": {"Key": to_item(
+                {"department_id": department_id, "seq": item["seq"]})}} for item in self._changes(department_id, -1)])
+            return Change(DEPARTMENT_DELETED, department)
 
         return await self._write(delete)
 
@@ -437,11 +795,15 @@ class DynamoStorage(ThreadedStorage):
     async def get_event(self, event_id: str) -> Event:
         return await self._read(lambda: self._get_event(event_id))
 
-    async def create_event(self, department_id: str, fields: Mapping[str, Any]) -> Event:
-        event = Event.new(department_id, fields)
+    async def create_event(self, department_id: str, fields: Mapping[str, Any],
+                           idempotency: IdempotencyKey | None = None) -> Change:
+        await self._with_feed(department_id)
+        new = Event.new(department_id, fields)
 
-        def create() -> Event:
+        def create() -> Change:
             self._get_department(department_id)
+            seq = self._record_change(department_id, "put", new.id, lambda n: dataclasses.replace(new, seq=n))
+            event = dataclasses.replace(new, seq=seq)
             self.client.put_item(TableName=self.events_table, Item=to_item(event.to_dict()),
                                  ConditionExpression="attribute_not_exists(id)")
             try:
@@ -450,41 +812,58 @@ class DynamoStorage(ThreadedStorage):
                 self.client.delete_item(TableName=self.events_table,
                                         Key=to_item({"id": event.id, "department_id": department_id}))
                 raise
-            return event
+            return Change(EVENT_CREATED, event, seq)
 
-        return await self._write(create)
+        return await self._write(lambda: self._idempotent(idempotency, create))
 
-    async def update_event(self, event_id: str, changes: Mapping[str, Any]) -> Event:
-        def update() -> Event:
+    async def update_event(self, event_id: str, changes: Mapping[str, Any],
+                           if_versions: Collection[int] | None = None) -> Change:
+        def update() -> Change:
+            current = self._get_event(event_id)
             for _ in range(UPDATE_ATTEMPTS):
-                current = self._get_event(event_id)
-                event = current.updated(changes)
+                check_versions(current, if_versions)
+                updated = current.updated(changes)
+                seq = self._record_change(current.department_id, "put", event_id,
+                                          lambda n: dataclasses.replace(updated, seq=n))
+                event = dataclasses.replace(updated, seq=seq)
                 try:
                     self.client.put_item(TableName=self.events_table, Item=to_item(event.to_dict()),
                                          ConditionExpression="version = :seen",
                                          ExpressionAttributeValues=to_item({":seen": current.version}))
-                    return event
+                    return Change(EVENT_UPDATED, event, seq)
                 except botocore.exceptions.ClientError as exc:
                     if error_code(exc) != "ConditionalCheckFailedException":
                         raise
-                    # Another server changed (or deleted) it between our read and write: again.
+                # Another server changed (or deleted) it between our read and write: again.
+                self._void_change(current.department_id, seq, event_id)
+                current = self._get_event(event_id)
             raise StorageUnavailable()
 
+        event = await self._read(lambda: self._get_event(event_id))
+        await self._with_feed(event.department_id)
         return await self._write(update)
 
-    async def delete_event(self, event_id: str) -> Event:
-        def delete() -> Event:
-            event = self._get_event(event_id)
-            try:
-                self.client.delete_item(TableName=self.events_table,
-                                        Key=to_item({"id": event.id, "department_id": event.department_id}),
-                                        ConditionExpression="attribute_exists(id)")
-            except botocore.exceptions.ClientError as exc:
-                if error_code(exc) == "ConditionalCheckFailedException":
-                    raise EventNotFound() from None
-                raise
-            return event
+    async def delete_event(self, event_id: str, if_versions: Collection[int] | None = None) -> Change:
+        def delete() -> Change:
+            current = self._get_event(event_id)
+            for _ in range(UPDATE_ATTEMPTS):
+                check_versions(current, if_versions)
+                seq = self._record_change(current.department_id, "delete", event_id, lambda n: None)
+                try:
+                    self.client.delete_item(TableName=self.events_table,
+                                            Key=to_item({"id": event_id, "department_id": current.department_id}),
+                                            ConditionExpression="version = :seen",
+                                            ExpressionAttributeValues=to_item({":seen": current.version}))
+                    return Change(EVENT_DELETED, current, seq)
+                except botocore.exceptions.ClientError as exc:
+                    if error_code(exc) != "ConditionalCheckFailedException":
+                        raise
+                self._void_change(current.department_id, seq, event_id)
+                current = self._get_event(event_id)
+            raise StorageUnavailable()
 
+        event = await self._read(lambda: self._get_event(event_id))
+        await self._with_feed(event.department_id)
         return await self._write(delete)
 
     # -- bulk import ----------------------------------------------------------------------
@@ -499,7 +878,16 @@ class DynamoStorage(ThreadedStorage):
                 outcome = import_outcome(existing, record)
                 if outcome != "unchanged":
                     self._claim_name(record.name, record.id)
-                    self.client.put_item(TableName=self.departments_table, Item=to_item(record.to_dict()))
+                    # Content as given; the feed's count and horizon stay; a new epoch.
+                    self.client.update_item(
+                        TableName=self.departments_table, Key=to_item({"id": record.id}),
+                        UpdateExpression="SET #name = :name, description = :description, created_at = :created,"
+                                         " updated_at = :updated, epoch = :epoch, seq = if_not_exists(seq, :zero),"
+                                         " horizon = if_not_exists(horizon, :zero)",
+                        ExpressionAttributeNames={"#name": "name"},
+                        ExpressionAttributeValues=to_item({
+                            ":name": record.name, ":description": record.description, ":created": record.created_at,
+                            ":updated": record.updated_at, ":epoch": new_epoch(), ":zero": 0}))
                     if existing is not None and existing.name != record.name:
                         self._release_name(existing.name, record.id)
                 outcomes.append(outcome)
@@ -512,15 +900,22 @@ class DynamoStorage(ThreadedStorage):
             for department_id in {record.department_id for record in records}:
                 self._get_department(department_id)
             existing = self._existing_events(records)
-            outcomes, requests = [], []
+            outcomes = []
+            written: dict[str, list[Event]] = {}
             for record in records:
-                found = existing.get(record.id)
-                outcome = import_outcome(found, record)
+                outcome = import_outcome(existing.get(record.id), record)
                 outcomes.append(outcome)
-                if outcome == "unchanged":
-                    continue
-                requests.append({"PutRequest": {"Item": to_item(record.to_dict())}})
-            self._batch_write(self.events_table, requests)
+                if outcome != "unchanged":
+                    written.setdefault(record.department_id, []).append(record)
+            for department_id, events in written.items():
+                first = self._take_seq(department_id, len(events)) - len(events) + 1
+                events = [dataclasses.replace(e, seq=first + n) for n, e in enumerate(events)]
+                self._batch_write(self.changes_table, [{"PutRequest": {"Item": self._change_item(
+                    department_id, e.seq, "put", e.id, e)}} for e in events])
+                self._batch_write(self.events_table, [{"PutRequest": {"Item": to_item(e.to_dict())}} for e in events])
+                self.client.update_item(TableName=self.departments_table, Key=to_item({"id": department_id}),
+                                        UpdateExpression="SET epoch = :epoch",
+                                        ExpressionAttributeValues=to_item({":epoch": new_epoch()}))
             return outcomes
 
         return await self._write(upsert)

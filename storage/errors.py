@@ -91,3 +91,26 @@ class StorageSetupError(Exception):
 
     Its text is one line for an operator; the CLI prints it and exits with status 2.
     """
+
+
+class VersionConflict(CalsyncError):
+    """`If-Match` named versions the event no longer has; `current` is the event as it is."""
+
+    status = 412
+    code = "version_conflict"
+    message = "다른 사용자가 이벤트를 먼저 수정했습니다."
+
+    def __init__(self, current: object) -> None:
+        super().__init__()
+        self.current = current
+
+
+class IdempotencyMismatch(CalsyncError):
+    status = 422
+    code = "idempotency_mismatch"
+    message = "같은 Idempotency-Key가 다른 요청 본문과 함께 사용되었습니다."
+
+
+class IdempotencyInProgress(Conflict):
+    code = "idempotency_in_progress"
+    message = "같은 Idempotency-Key의 요청이 아직 처리 중입니다. 잠시 후 다시 시도해 주세요."

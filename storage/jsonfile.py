@@ -1,7 +1,8 @@
 """`json`: a folder of JSON files, readable and diffable by people.
 
-    <path>/departments.json          {"departments": [...]}
-    <path>/events/<department>.json  {"events": [...]} one file per department
+    <path>/departments.json          {"departments": [...], "idempotency": {...}}
+    <path>/events/<department>.json  {"epoch", "seq", "horizon", "events": [...], "tombstones": [...],
+                                      "idempotency": {...}}   one file per department: its feed
     <path>/.lock                     held while a process uses the folder
 
 Every write replaces a whole file atomically (temp file, fsync, rename, fsync folder), so
@@ -10,20 +11,37 @@ is also kept in memory; all work runs on one worker thread, in call order.
 """
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from storage.base import BackendOptions
+from storage.book import DepartmentBook, check_versions, kept_create
 from storage.errors import (
     DepartmentNotFound,
     DuplicateDepartmentName,
     EventNotFound,
     StorageSetupError,
     StorageUnavailable,
+)
+from storage.feed import (
+    DEPARTMENT_CREATED,
+    DEPARTMENT_DELETED,
+    DEPARTMENT_UPDATED,
+    EVENT_CREATED,
+    EVENT_DELETED,
+    EVENT_UPDATED,
+    Change,
+    Cursor,
+    FeedPage,
+    FeedState,
+    IdempotencyKey,
+    StoredCreate,
 )
 from storage.records import Department, Event, import_outcome, name_taken
 from storage.threaded import ThreadedStorage
@@ -63,9 +81,9 @@ class JsonStorage(ThreadedStorage):
     def __init__(self, options: JsonOptions) -> None:
         super().__init__(options)
         self._lock_file: Any = None
-        self._departments: dict[str, Department] = {}
-        self._events: dict[str, dict[str, Event]] = {}  # department id -> event id -> event
+        self._books: dict[str, DepartmentBook] = {}
         self._event_department: dict[str, str] = {}  # event id -> department id
+        self._department_creates: dict[str, StoredCreate] = {}
 
     @property
     def _departments_file(self) -> Path:
@@ -110,28 +128,33 @@ class JsonStorage(ThreadedStorage):
         folder = self.options.path
         for leftover in list(folder.glob(".*.tmp")) + list((folder / "events").glob(".*.tmp")):
             leftover.unlink()  # an interrupted write; the file it was replacing is intact
-        departments = [Department.from_dict(d) for d in self._read(self._departments_file, "departments")]
-        self._departments = {d.id: d for d in departments}
+        document = self._read(self._departments_file, "departments")
+        departments = [Department.from_dict(d) for d in document.get("departments", [])]
+        self._department_creates = {name: StoredCreate.from_dict(x)
+                                    for name, x in document.get("idempotency", {}).items()}
+        self._books = {d.id: DepartmentBook.from_document(d, {}) for d in departments}
         for path in (folder / "events").glob("*.json"):
             department_id = path.stem
-            if department_id not in self._departments:
+            if department_id not in self._books:
                 path.unlink()  # left behind by a department delete cut short
                 continue
-            events = {e.id: e for e in (Event.from_dict(x) for x in self._read(path, "events"))}
-            self._events[department_id] = events
-            self._event_department.update((event_id, department_id) for event_id in events)
+            book = DepartmentBook.from_document(self._books[department_id].department, self._read(path, "events"))
+            self._books[department_id] = book
+            self._event_department.update((event_id, department_id) for event_id in book.events)
+        for department_id, book in self._books.items():
+            if not self._events_file(department_id).exists():
+                write_atomically(self._events_file(department_id), book.to_document())  # fix its epoch
 
     @staticmethod
-    def _read(path: Path, key: str) -> list[dict]:
+    def _read(path: Path, key: str) -> dict[str, Any]:
         if not path.exists():
-            return []
+            return {}
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
-            records = document[key]
-            if not isinstance(records, list):
+            if not isinstance(document.get(key), list):
                 raise TypeError(f"'{key}' is not a list")
-            return records
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return document
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StorageSetupError(f"{path}: not a calsync JSON file ({exc})") from None
 
     async def create_tables(self) -> list[str]:
@@ -161,62 +184,92 @@ class JsonStorage(ThreadedStorage):
             raise StorageUnavailable() from None
 
     # -- writing: disk first, then memory, so a failed write changes nothing --------------
-    def _save_departments(self, departments: dict[str, Department]) -> None:
-        document = {"departments": [d.to_dict() for d in sorted(departments.values(), key=lambda d: d.created_at)]}
+    def _save_departments(self, books: dict[str, DepartmentBook], creates: dict[str, StoredCreate]) -> None:
+        departments = sorted((b.department for b in books.values()), key=lambda d: d.created_at)
+        document = {
+            "departments": [{k: v for k, v in d.to_dict().items() if k not in ("seq", "epoch")} for d in departments],
+            "idempotency": {name: stored.to_dict() for name, stored in creates.items()},
+        }
         write_atomically(self._departments_file, document)
-        self._departments = departments
+        self._books = books
+        self._department_creates = creates
 
-    def _save_events(self, department_id: str, events: dict[str, Event]) -> None:
-        document = {"events": [e.to_dict() for e in sorted(events.values(), key=Event.sort_key)]}
-        write_atomically(self._events_file(department_id), document)
-        old = self._events.get(department_id, {})
-        for event_id in old.keys() - events.keys():
-            del self._event_department[event_id]
-        self._event_department.update((event_id, department_id) for event_id in events)
-        self._events[department_id] = events
+    def _save_book(self, book: DepartmentBook) -> None:
+        """Write one department's feed file, then make `book` the one in memory."""
+        department_id = book.department.id
+        write_atomically(self._events_file(department_id), book.to_document())
+        old = self._books[department_id].events
+        for event_id in old.keys() - book.events.keys():
+            if self._event_department.get(event_id) == department_id:  # not moved to another department
+                del self._event_department[event_id]
+        self._event_department.update((event_id, department_id) for event_id in book.events.keys() - old.keys())
+        self._books[department_id] = book
 
-    def _department(self, department_id: str) -> Department:
+    def _book(self, department_id: str) -> DepartmentBook:
         try:
-            return self._departments[department_id]
+            return self._books[department_id]
         except KeyError:
             raise DepartmentNotFound() from None
 
     def _event(self, event_id: str) -> Event:
         try:
-            return self._events[self._event_department[event_id]][event_id]
+            return self._books[self._event_department[event_id]].events[event_id]
         except KeyError:
             raise EventNotFound() from None
 
     def _check_name_free(self, name: str, owner_id: str | None = None) -> None:
-        if name_taken(self._departments.values(), name, owner_id):
+        if name_taken((b.department for b in self._books.values()), name, owner_id):
             raise DuplicateDepartmentName()
 
     # -- departments ----------------------------------------------------------------------
     async def list_departments(self) -> list[Department]:
-        return await self._call(lambda: sorted(self._departments.values(), key=lambda d: (d.name, d.id)))
+        return await self._call(lambda: sorted((b.department for b in self._books.values()),
+                                               key=lambda d: (d.name, d.id)))
 
     async def get_department(self, department_id: str) -> Department:
-        return await self._call(lambda: self._department(department_id))
+        return await self._call(lambda: self._book(department_id).department)
 
-    async def create_department(self, name: str, description: str = "") -> Department:
-        def create() -> Department:
+    async def create_department(self, name: str, description: str = "",
+                                idempotency: IdempotencyKey | None = None) -> Change:
+        def create() -> Change:
+            stored = kept_create(self._department_creates, idempotency)
+            if stored is not None:
+                return stored.replay(idempotency)
             self._check_name_free(name)
-            department = Department.new(name, description)
-            self._save_departments({**self._departments, department.id: department})
-            return department
+            book = DepartmentBook(Department.new(name, description))
+            change = Change(DEPARTMENT_CREATED, book.department)
+            creates = dict(self._department_creates)
+            if idempotency is not None:
+                creates[idempotency.name] = StoredCreate.of(idempotency, change)
+            # The feed file first: a crash before departments.json leaves an orphan that
+            # the next start removes, never a department whose epoch is not on disk.
+            write_atomically(self._events_file(book.department.id), book.to_document())
+            self._save_departments({**self._books, book.department.id: book}, creates)
+            return change
 
         return await self._call(create)
 
-    async def delete_department(self, department_id: str) -> Department:
-        def delete() -> Department:
-            department = self._department(department_id)
-            remaining = dict(self._departments)
+    async def update_department(self, department_id: str, changes: Mapping[str, Any]) -> Change:
+        def update() -> Change:
+            book = self._book(department_id).copy()
+            if "name" in changes:
+                self._check_name_free(changes["name"], department_id)
+            book.department = book.department.updated(changes)
+            self._save_departments({**self._books, department_id: book}, self._department_creates)
+            return Change(DEPARTMENT_UPDATED, book.department)
+
+        return await self._call(update)
+
+    async def delete_department(self, department_id: str) -> Change:
+        def delete() -> Change:
+            book = self._book(department_id)
+            remaining = dict(self._books)
             del remaining[department_id]
-            self._save_departments(remaining)
-            for event_id in self._events.pop(department_id, {}):
+            self._save_departments(remaining, self._department_creates)
+            for event_id in book.events:
                 del self._event_department[event_id]
             self._events_file(department_id).unlink(missing_ok=True)
-            return department
+            return Change(DEPARTMENT_DELETED, book.department)
 
         return await self._call(delete)
 
@@ -225,8 +278,7 @@ class JsonStorage(ThreadedStorage):
         self, department_id: str, date_from: str | None = None, date_to: str | None = None
     ) -> list[Event]:
         def select() -> list[Event]:
-            self._department(department_id)
-            events = [e for e in self._events.get(department_id, {}).values() if e.within(date_from, date_to)]
+            events = [e for e in self._book(department_id).events.values() if e.within(date_from, date_to)]
             return sorted(events, key=Event.sort_key)
 
         return await self._call(select)
@@ -234,39 +286,93 @@ class JsonStorage(ThreadedStorage):
     async def get_event(self, event_id: str) -> Event:
         return await self._call(lambda: self._event(event_id))
 
-    def _put_event(self, event: Event) -> Event:
-        events = {**self._events.get(event.department_id, {}), event.id: event}
-        self._save_events(event.department_id, events)
-        return event
-
-    async def create_event(self, department_id: str, fields: Mapping[str, Any]) -> Event:
-        def create() -> Event:
-            self._department(department_id)
-            return self._put_event(Event.new(department_id, fields))
+    async def create_event(self, department_id: str, fields: Mapping[str, Any],
+                           idempotency: IdempotencyKey | None = None) -> Change:
+        def create() -> Change:
+            book = self._book(department_id).copy()
+            stored = kept_create(book.creates, idempotency)
+            if stored is not None:
+                return stored.replay(idempotency)
+            event = book.put(Event.new(department_id, fields))
+            change = Change(EVENT_CREATED, event, event.seq)
+            if idempotency is not None:
+                book.creates[idempotency.name] = StoredCreate.of(idempotency, change)
+            self._save_book(book)
+            return change
 
         return await self._call(create)
 
-    async def update_event(self, event_id: str, changes: Mapping[str, Any]) -> Event:
-        return await self._call(lambda: self._put_event(self._event(event_id).updated(changes)))
+    async def update_event(self, event_id: str, changes: Mapping[str, Any],
+                           if_versions: Collection[int] | None = None) -> Change:
+        def update() -> Change:
+            current = self._event(event_id)
+            check_versions(current, if_versions)
+            book = self._books[current.department_id].copy()
+            event = book.put(current.updated(changes))
+            self._save_book(book)
+            return Change(EVENT_UPDATED, event, event.seq)
 
-    async def delete_event(self, event_id: str) -> Event:
-        def delete() -> Event:
+        return await self._call(update)
+
+    async def delete_event(self, event_id: str, if_versions: Collection[int] | None = None) -> Change:
+        def delete() -> Change:
             event = self._event(event_id)
-            events = dict(self._events[event.department_id])
-            del events[event_id]
-            self._save_events(event.department_id, events)
-            return event
+            check_versions(event, if_versions)
+            book = self._books[event.department_id].copy()
+            tombstone = book.remove(event_id)
+            self._save_book(book)
+            return Change(EVENT_DELETED, event, tombstone.seq)
 
         return await self._call(delete)
+
+    # -- the feed -------------------------------------------------------------------------
+    async def feed_state(self, department_id: str) -> FeedState:
+        return await self._call(lambda: self._book(department_id).state())
+
+    async def read_feed(self, department_id: str, cursor: Cursor | None = None,
+                        limit: int | None = None) -> FeedPage:
+        return await self._call(lambda: self._book(department_id).page(cursor, limit))
+
+    async def purge(self, tombstone_seconds: float) -> int:
+        def purge() -> int:
+            now = time.time()
+            purged = 0
+            for book in list(self._books.values()):
+                book = book.copy()
+                count = book.purge(tombstone_seconds, now)
+                if count:
+                    self._save_book(book)
+                    purged += count
+            creates = {name: stored for name, stored in self._department_creates.items() if stored.live(now)}
+            if len(creates) != len(self._department_creates):
+                purged += len(self._department_creates) - len(creates)
+                self._save_departments(self._books, creates)
+            return purged
+
+        return await self._call(purge)
 
     # -- bulk import ----------------------------------------------------------------------
     async def import_departments(self, records: Sequence[Department]) -> list[str]:
         def upsert() -> list[str]:
             for record in records:
                 self._check_name_free(record.name, owner_id=record.id)
-            outcomes = [import_outcome(self._departments.get(r.id), r) for r in records]
-            if any(o != "unchanged" for o in outcomes):
-                self._save_departments({**self._departments, **{r.id: r for r in records}})
+            outcomes = [import_outcome(self._books[r.id].department if r.id in self._books else None, r)
+                        for r in records]
+            if all(o == "unchanged" for o in outcomes):
+                return outcomes
+            books = dict(self._books)
+            for record, outcome in zip(records, outcomes, strict=True):
+                if outcome == "unchanged":
+                    continue
+                if record.id in books:
+                    book = books[record.id].copy()
+                    book.department = dataclasses.replace(record, seq=book.department.seq)
+                else:
+                    book = DepartmentBook(record)
+                book.restart()
+                write_atomically(self._events_file(record.id), book.to_document())
+                books[record.id] = book
+            self._save_departments(books, self._department_creates)
             return outcomes
 
         return await self._call(upsert)
@@ -274,21 +380,20 @@ class JsonStorage(ThreadedStorage):
     async def import_events(self, records: Sequence[Event]) -> list[str]:
         def upsert() -> list[str]:
             outcomes = []
-            changed: dict[str, dict[str, Event]] = {}
+            changed: dict[str, DepartmentBook] = {}
             for record in records:
-                self._department(record.department_id)
+                self._book(record.department_id)
                 existing = self._event_department.get(record.id)
                 outcome = import_outcome(existing and self._event(record.id), record)
                 outcomes.append(outcome)
                 if outcome == "unchanged":
                     continue
                 if existing and existing != record.department_id:  # moved between departments
-                    moved_from = changed.setdefault(existing, dict(self._events[existing]))
-                    del moved_from[record.id]
-                target = changed.setdefault(record.department_id, dict(self._events.get(record.department_id, {})))
-                target[record.id] = record
-            for department_id, events in changed.items():
-                self._save_events(department_id, events)
+                    changed.setdefault(existing, self._books[existing].copy()).remove(record.id)
+                changed.setdefault(record.department_id, self._books[record.department_id].copy()).put(record)
+            for book in changed.values():
+                book.restart()
+                self._save_book(book)
             return outcomes
 
         return await self._call(upsert)

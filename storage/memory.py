@@ -4,18 +4,36 @@ Every method runs to completion without awaiting, so on the IOLoop each one is a
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import dataclasses
+import time
+from typing import Any, Collection, Mapping, Sequence
 
 from storage.base import Storage
+from storage.book import DepartmentBook, check_versions, kept_create
 from storage.errors import DepartmentNotFound, DuplicateDepartmentName, EventNotFound
+from storage.feed import (
+    DEPARTMENT_CREATED,
+    DEPARTMENT_DELETED,
+    DEPARTMENT_UPDATED,
+    EVENT_CREATED,
+    EVENT_DELETED,
+    EVENT_UPDATED,
+    Change,
+    Cursor,
+    FeedPage,
+    FeedState,
+    IdempotencyKey,
+    StoredCreate,
+)
 from storage.records import Department, Event, import_outcome, name_taken
 
 
 class MemoryStorage(Storage):
     def __init__(self, options: Any = None) -> None:
         super().__init__(options)
-        self._departments: dict[str, Department] = {}
-        self._events: dict[str, Event] = {}
+        self._books: dict[str, DepartmentBook] = {}
+        self._event_department: dict[str, str] = {}  # event id -> department id
+        self._department_creates: dict[str, StoredCreate] = {}
 
     async def open(self) -> None:
         return None
@@ -29,74 +47,134 @@ class MemoryStorage(Storage):
     def describe(self) -> str:
         return "memory (not saved)"
 
-    # departments
-    async def list_departments(self) -> list[Department]:
-        return sorted(self._departments.values(), key=lambda d: (d.name, d.id))
-
-    async def get_department(self, department_id: str) -> Department:
+    def _book(self, department_id: str) -> DepartmentBook:
         try:
-            return self._departments[department_id]
+            return self._books[department_id]
         except KeyError:
             raise DepartmentNotFound() from None
 
+    def _event(self, event_id: str) -> Event:
+        try:
+            return self._books[self._event_department[event_id]].events[event_id]
+        except KeyError:
+            raise EventNotFound() from None
+
     def _check_name_free(self, name: str, owner_id: str | None = None) -> None:
-        if name_taken(self._departments.values(), name, owner_id):
+        if name_taken((b.department for b in self._books.values()), name, owner_id):
             raise DuplicateDepartmentName()
 
-    async def create_department(self, name: str, description: str = "") -> Department:
+    # departments
+    async def list_departments(self) -> list[Department]:
+        return sorted((b.department for b in self._books.values()), key=lambda d: (d.name, d.id))
+
+    async def get_department(self, department_id: str) -> Department:
+        return self._book(department_id).department
+
+    async def create_department(self, name: str, description: str = "",
+                                idempotency: IdempotencyKey | None = None) -> Change:
+        stored = kept_create(self._department_creates, idempotency)
+        if stored is not None:
+            return stored.replay(idempotency)
         self._check_name_free(name)
         department = Department.new(name, description)
-        self._departments[department.id] = department
-        return department
+        self._books[department.id] = DepartmentBook(department)
+        change = Change(DEPARTMENT_CREATED, department)
+        if idempotency is not None:
+            self._department_creates[idempotency.name] = StoredCreate.of(idempotency, change)
+        return change
 
-    async def delete_department(self, department_id: str) -> Department:
-        department = await self.get_department(department_id)
-        del self._departments[department_id]
-        for event in [e for e in self._events.values() if e.department_id == department_id]:
-            del self._events[event.id]
-        return department
+    async def update_department(self, department_id: str, changes: Mapping[str, Any]) -> Change:
+        book = self._book(department_id)
+        if "name" in changes:
+            self._check_name_free(changes["name"], department_id)
+        book.department = book.department.updated(changes)
+        return Change(DEPARTMENT_UPDATED, book.department)
+
+    async def delete_department(self, department_id: str) -> Change:
+        book = self._book(department_id)
+        del self._books[department_id]
+        for event_id in book.events:
+            del self._event_department[event_id]
+        return Change(DEPARTMENT_DELETED, book.department)
 
     # events
     async def list_events(
         self, department_id: str, date_from: str | None = None, date_to: str | None = None
     ) -> list[Event]:
-        await self.get_department(department_id)
-        events = [e for e in self._events.values() if e.department_id == department_id and e.within(date_from, date_to)]
+        events = [e for e in self._book(department_id).events.values() if e.within(date_from, date_to)]
         return sorted(events, key=Event.sort_key)
 
     async def get_event(self, event_id: str) -> Event:
-        try:
-            return self._events[event_id]
-        except KeyError:
-            raise EventNotFound() from None
+        return self._event(event_id)
 
-    async def create_event(self, department_id: str, fields: Mapping[str, Any]) -> Event:
-        await self.get_department(department_id)
-        event = Event.new(department_id, fields)
-        self._events[event.id] = event
-        return event
+    async def create_event(self, department_id: str, fields: Mapping[str, Any],
+                           idempotency: IdempotencyKey | None = None) -> Change:
+        book = self._book(department_id)
+        stored = kept_create(book.creates, idempotency)
+        if stored is not None:
+            return stored.replay(idempotency)
+        event = book.put(Event.new(department_id, fields))
+        self._event_department[event.id] = department_id
+        change = Change(EVENT_CREATED, event, event.seq)
+        if idempotency is not None:
+            book.creates[idempotency.name] = StoredCreate.of(idempotency, change)
+        return change
 
-    async def update_event(self, event_id: str, changes: Mapping[str, Any]) -> Event:
-        event = (await self.get_event(event_id)).updated(changes)
-        self._events[event_id] = event
-        return event
+    async def update_event(self, event_id: str, changes: Mapping[str, Any],
+                           if_versions: Collection[int] | None = None) -> Change:
+        current = self._event(event_id)
+        check_versions(current, if_versions)
+        event = self._books[current.department_id].put(current.updated(changes))
+        return Change(EVENT_UPDATED, event, event.seq)
 
-    async def delete_event(self, event_id: str) -> Event:
-        event = await self.get_event(event_id)
-        del self._events[event_id]
-        return event
+    async def delete_event(self, event_id: str, if_versions: Collection[int] | None = None) -> Change:
+        event = self._event(event_id)
+        check_versions(event, if_versions)
+        tombstone = self._books[event.department_id].remove(event_id)
+        del self._event_department[event_id]
+        return Change(EVENT_DELETED, event, tombstone.seq)
+
+    # the feed
+    async def feed_state(self, department_id: str) -> FeedState:
+        return self._book(department_id).state()
+
+    async def read_feed(self, department_id: str, cursor: Cursor | None = None,
+                        limit: int | None = None) -> FeedPage:
+        return self._book(department_id).page(cursor, limit)
+
+    async def purge(self, tombstone_seconds: float) -> int:
+        now = time.time()
+        stale = [name for name, stored in self._department_creates.items() if not stored.live(now)]
+        for name in stale:
+            del self._department_creates[name]
+        return len(stale) + sum(book.purge(tombstone_seconds, now) for book in self._books.values())
 
     # bulk import
     async def import_departments(self, records: Sequence[Department]) -> list[str]:
         for record in records:
             self._check_name_free(record.name, owner_id=record.id)
-        outcomes = [import_outcome(self._departments.get(r.id), r) for r in records]
-        self._departments.update((r.id, r) for r in records)
+        outcomes = []
+        for record in records:
+            book = self._books.get(record.id)
+            outcomes.append(import_outcome(book and book.department, record))
+            if book is None:
+                self._books[record.id] = book = DepartmentBook(record)
+            else:
+                book.department = dataclasses.replace(record, seq=book.department.seq)
+            book.restart()
         return outcomes
 
     async def import_events(self, records: Sequence[Event]) -> list[str]:
         for record in records:
-            await self.get_department(record.department_id)
-        outcomes = [import_outcome(self._events.get(r.id), r) for r in records]
-        self._events.update((r.id, r) for r in records)
+            self._book(record.department_id)
+        outcomes = []
+        for record in records:
+            existing = self._event_department.get(record.id)
+            outcomes.append(import_outcome(existing and self._event(record.id), record))
+            if existing and existing != record.department_id:
+                self._books[existing].remove(record.id)
+            self._books[record.department_id].put(record)
+            self._event_department[record.id] = record.department_id
+        for department_id in {record.department_id for record in records}:
+            self._books[department_id].restart()
         return outcomes

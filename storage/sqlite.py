@@ -5,10 +5,13 @@ write returns only after its transaction committed with `synchronous=FULL`.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
 from storage.base import BackendOptions
 from storage.errors import (
@@ -17,8 +20,26 @@ from storage.errors import (
     EventNotFound,
     StorageSetupError,
     StorageUnavailable,
+    VersionConflict,
 )
-from storage.records import Department, Event, import_outcome
+from storage.feed import (
+    DEPARTMENT_CREATED,
+    DEPARTMENT_DELETED,
+    DEPARTMENT_UPDATED,
+    EVENT_CREATED,
+    EVENT_DELETED,
+    EVENT_UPDATED,
+    Change,
+    Cursor,
+    FeedPage,
+    FeedState,
+    IdempotencyKey,
+    StoredCreate,
+    Tombstone,
+    changes_page,
+    full_page,
+)
+from storage.records import Department, Event, import_outcome, new_epoch
 from storage.threaded import ThreadedStorage
 
 T = TypeVar("T")
@@ -45,11 +66,35 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_department_date
     ON events (department_id, event_date, time, created_at, id);
+CREATE TABLE IF NOT EXISTS tombstones (
+    department_id TEXT NOT NULL REFERENCES departments(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    deleted_at REAL NOT NULL,
+    PRIMARY KEY (department_id, seq)
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    name TEXT PRIMARY KEY,
+    department_id TEXT REFERENCES departments(id) ON DELETE CASCADE,
+    fingerprint TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    record TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
 """
 
-DEPARTMENT_COLUMNS = "id, name, description, created_at, updated_at"
+# Columns added by the change feed (contract section 8); a database made before it gets
+# them on open, and each of its departments starts a feed (`_start_feeds`).
+FEED_COLUMNS = {
+    "departments": {"seq": "INTEGER NOT NULL DEFAULT 0", "epoch": "TEXT NOT NULL DEFAULT ''",
+                    "horizon": "INTEGER NOT NULL DEFAULT 0"},
+    "events": {"seq": "INTEGER NOT NULL DEFAULT 0"},
+}
+FEED_INDEX = "CREATE INDEX IF NOT EXISTS events_by_department_seq ON events (department_id, seq)"
+
+DEPARTMENT_COLUMNS = "id, name, description, created_at, updated_at, seq, epoch"
 EVENT_COLUMNS = (
-    "id, department_id, event_date, title, description, time, url, created_at, last_modified, version"
+    "id, department_id, event_date, title, description, time, url, created_at, last_modified, version, seq"
 )
 EVENT_ORDER = "ORDER BY event_date, time, created_at, id"
 
@@ -86,9 +131,33 @@ class SqliteStorage(ThreadedStorage):
             db.execute("PRAGMA synchronous = FULL")
             db.execute("PRAGMA foreign_keys = ON")
             db.executescript(SCHEMA)
+            self._add_feed(db)
         except (OSError, sqlite3.Error) as exc:
             raise StorageSetupError(f"cannot open SQLite database {path}: {exc}") from None
         self._db = db
+
+    @staticmethod
+    def _add_feed(db: sqlite3.Connection) -> None:
+        """Bring a database made before the change feed up to date, in one transaction."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for table, columns in FEED_COLUMNS.items():
+                present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+                for column, spec in columns.items():
+                    if column not in present:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {spec}")
+            db.execute(FEED_INDEX)
+            for (department_id,) in db.execute("SELECT id FROM departments WHERE epoch = ''").fetchall():
+                # Number its events in creation order: the feed starts with what is there.
+                ids = [row[0] for row in db.execute(
+                    "SELECT id FROM events WHERE department_id = ? ORDER BY created_at, id", (department_id,))]
+                db.executemany("UPDATE events SET seq = ? WHERE id = ?", [(n, i) for n, i in enumerate(ids, 1)])
+                db.execute("UPDATE departments SET epoch = ?, seq = ? WHERE id = ?",
+                           (new_epoch(), len(ids), department_id))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     async def create_tables(self) -> list[str]:
         existed = self.options.path.exists()
@@ -117,11 +186,12 @@ class SqliteStorage(ThreadedStorage):
             # Disk full, I/O error, locked past busy_timeout: a passing outage, not a bug.
             raise StorageUnavailable() from None
 
-    async def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` inside one IMMEDIATE transaction: all of it commits, or none."""
+    async def _transaction(self, fn: Callable[[sqlite3.Connection], T], mode: str = "IMMEDIATE") -> T:
+        """Run `fn` inside one transaction: all of it commits, or none. Reads use a DEFERRED
+        one, which is one consistent snapshot of the database."""
 
         def transaction(db: sqlite3.Connection) -> T:
-            db.execute("BEGIN IMMEDIATE")
+            db.execute(f"BEGIN {mode}")
             try:
                 result = fn(db)
             except BaseException:
@@ -131,6 +201,41 @@ class SqliteStorage(ThreadedStorage):
             return result
 
         return await self._call(transaction)
+
+    # -- the feed, inside a transaction -------------------------------------------------------
+    @staticmethod
+    def _next_seq(db: sqlite3.Connection, department_id: str) -> int:
+        row = db.execute("UPDATE departments SET seq = seq + 1 WHERE id = ? RETURNING seq", (department_id,)).fetchone()
+        if row is None:
+            raise DepartmentNotFound()
+        return row[0]
+
+    @staticmethod
+    def _state(db: sqlite3.Connection, department_id: str) -> FeedState:
+        row = db.execute("SELECT epoch, seq, horizon FROM departments WHERE id = ?", (department_id,)).fetchone()
+        if row is None:
+            raise DepartmentNotFound()
+        return FeedState(row["epoch"], row["seq"], row["horizon"])
+
+    @staticmethod
+    def _kept(db: sqlite3.Connection, key: IdempotencyKey | None) -> StoredCreate | None:
+        if key is None:
+            return None
+        row = db.execute("SELECT fingerprint, kind, record, expires_at FROM idempotency WHERE name = ?",
+                         (key.name,)).fetchone()
+        if row is None:
+            return None
+        stored = StoredCreate(row["fingerprint"], row["kind"], json.loads(row["record"]), row["expires_at"])
+        return stored if stored.live() else None
+
+    @staticmethod
+    def _keep(db: sqlite3.Connection, key: IdempotencyKey | None, change: Change, department_id: str) -> None:
+        if key is not None:
+            stored = StoredCreate.of(key, change)
+            db.execute("INSERT OR REPLACE INTO idempotency (name, department_id, fingerprint, kind, record, expires_at)"
+                       " VALUES (?, ?, ?, ?, ?, ?)",
+                       (key.name, department_id, stored.fingerprint, stored.kind,
+                        json.dumps(stored.record, ensure_ascii=False), stored.expires_at))
 
     # -- departments ----------------------------------------------------------------------
     async def list_departments(self) -> list[Department]:
@@ -153,27 +258,43 @@ class SqliteStorage(ThreadedStorage):
     async def get_department(self, department_id: str) -> Department:
         return await self._call(lambda db: self._department(db, department_id))
 
-    async def create_department(self, name: str, description: str = "") -> Department:
+    async def create_department(self, name: str, description: str = "",
+                                idempotency: IdempotencyKey | None = None) -> Change:
         department = Department.new(name, description)
 
-        def insert(db: sqlite3.Connection) -> Department:
+        def insert(db: sqlite3.Connection) -> Change:
+            stored = self._kept(db, idempotency)
+            if stored is not None:
+                return stored.replay(idempotency)
             try:
-                db.execute(
-                    f"INSERT INTO departments ({DEPARTMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-                    _department_row(department),
-                )
+                db.execute(f"INSERT INTO departments ({DEPARTMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           _department_row(department))
             except sqlite3.IntegrityError:
                 raise DuplicateDepartmentName() from None
-            return department
+            change = Change(DEPARTMENT_CREATED, department)
+            self._keep(db, idempotency, change, None)
+            return change
 
-        return await self._call(insert)
+        return await self._transaction(insert)
 
-    async def delete_department(self, department_id: str) -> Department:
-        def delete(db: sqlite3.Connection) -> Department:
+    async def update_department(self, department_id: str, changes: Mapping[str, Any]) -> Change:
+        def update(db: sqlite3.Connection) -> Change:
+            department = self._department(db, department_id).updated(changes)
+            try:
+                db.execute("UPDATE departments SET name = ?, description = ?, updated_at = ? WHERE id = ?",
+                           (department.name, department.description, department.updated_at, department_id))
+            except sqlite3.IntegrityError:
+                raise DuplicateDepartmentName() from None
+            return Change(DEPARTMENT_UPDATED, department)
+
+        return await self._transaction(update)
+
+    async def delete_department(self, department_id: str) -> Change:
+        def delete(db: sqlite3.Connection) -> Change:
             department = self._department(db, department_id)
             db.execute("DELETE FROM events WHERE department_id = ?", (department_id,))
             db.execute("DELETE FROM departments WHERE id = ?", (department_id,))
-            return department
+            return Change(DEPARTMENT_DELETED, department)
 
         return await self._transaction(delete)
 
@@ -190,7 +311,7 @@ class SqliteStorage(ThreadedStorage):
             ).fetchall()
             return [Event(**row) for row in rows]
 
-        return await self._call(select)
+        return await self._transaction(select, "DEFERRED")
 
     @staticmethod
     def _find_event(db: sqlite3.Connection, event_id: str) -> Event | None:
@@ -206,46 +327,104 @@ class SqliteStorage(ThreadedStorage):
     async def get_event(self, event_id: str) -> Event:
         return await self._call(lambda db: self._event(db, event_id))
 
-    async def create_event(self, department_id: str, fields: Mapping[str, Any]) -> Event:
-        event = Event.new(department_id, fields)
-
-        def insert(db: sqlite3.Connection) -> Event:
-            self._department(db, department_id)
-            db.execute(f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", _event_row(event))
-            return event
+    async def create_event(self, department_id: str, fields: Mapping[str, Any],
+                           idempotency: IdempotencyKey | None = None) -> Change:
+        def insert(db: sqlite3.Connection) -> Change:
+            stored = self._kept(db, idempotency)
+            if stored is not None:
+                return stored.replay(idempotency)
+            event = dataclasses.replace(Event.new(department_id, fields), seq=self._next_seq(db, department_id))
+            db.execute(f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", _event_row(event))
+            change = Change(EVENT_CREATED, event, event.seq)
+            self._keep(db, idempotency, change, department_id)
+            return change
 
         return await self._transaction(insert)
 
-    async def update_event(self, event_id: str, changes: Mapping[str, Any]) -> Event:
-        def update(db: sqlite3.Connection) -> Event:
-            event = self._event(db, event_id).updated(changes)
-            db.execute(
+    @staticmethod
+    def _version_check(if_versions: Collection[int] | None) -> tuple[str, tuple[int, ...]]:
+        """The SQL that makes `If-Match` part of the write itself."""
+        if if_versions is None:
+            return "", ()
+        versions = tuple(int(v) for v in if_versions)
+        return f" AND version IN ({', '.join('?' * len(versions))})" if versions else " AND 0", versions
+
+    async def update_event(self, event_id: str, changes: Mapping[str, Any],
+                           if_versions: Collection[int] | None = None) -> Change:
+        condition, versions = self._version_check(if_versions)
+
+        def update(db: sqlite3.Connection) -> Change:
+            current = self._event(db, event_id)
+            event = dataclasses.replace(current.updated(changes), seq=self._next_seq(db, current.department_id))
+            written = db.execute(
                 "UPDATE events SET event_date=?, title=?, description=?, time=?, url=?,"
-                " last_modified=?, version=? WHERE id=?",
+                " last_modified=?, version=?, seq=? WHERE id=?" + condition,
                 (event.event_date, event.title, event.description, event.time, event.url,
-                 event.last_modified, event.version, event.id),
-            )
-            return event
+                 event.last_modified, event.version, event.seq, event.id, *versions),
+            ).rowcount
+            if not written:
+                raise VersionConflict(current)  # the transaction rolls back the seq taken
+            return Change(EVENT_UPDATED, event, event.seq)
 
         return await self._transaction(update)
 
-    async def delete_event(self, event_id: str) -> Event:
-        def delete(db: sqlite3.Connection) -> Event:
+    async def delete_event(self, event_id: str, if_versions: Collection[int] | None = None) -> Change:
+        condition, versions = self._version_check(if_versions)
+
+        def delete(db: sqlite3.Connection) -> Change:
             event = self._event(db, event_id)
-            db.execute("DELETE FROM events WHERE id = ?", (event_id,))
-            return event
+            if not db.execute("DELETE FROM events WHERE id = ?" + condition, (event_id, *versions)).rowcount:
+                raise VersionConflict(event)
+            seq = self._next_seq(db, event.department_id)
+            db.execute("INSERT INTO tombstones (department_id, seq, id, deleted_at) VALUES (?, ?, ?, ?)",
+                       (event.department_id, seq, event_id, time.time()))
+            return Change(EVENT_DELETED, event, seq)
 
         return await self._transaction(delete)
+
+    # -- the feed -------------------------------------------------------------------------
+    async def feed_state(self, department_id: str) -> FeedState:
+        return await self._call(lambda db: self._state(db, department_id))
+
+    async def read_feed(self, department_id: str, cursor: Cursor | None = None,
+                        limit: int | None = None) -> FeedPage:
+        def read(db: sqlite3.Connection) -> FeedPage:
+            state = self._state(db, department_id)
+            if cursor is None or not cursor.usable(state):
+                rows = db.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE department_id = ? " + EVENT_ORDER,
+                                  (department_id,)).fetchall()
+                return full_page(department_id, state, [Event(**row) for row in rows])
+            most = -1 if limit is None else limit + 1  # one more than fits tells whether there is more
+            rows = db.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE department_id = ? AND seq > ?"
+                              " ORDER BY seq LIMIT ?", (department_id, cursor.since, most)).fetchall()
+            tombstones = db.execute("SELECT id, seq FROM tombstones WHERE department_id = ? AND seq > ?"
+                                    " ORDER BY seq LIMIT ?", (department_id, cursor.since, most)).fetchall()
+            return changes_page(department_id, state, cursor.since, [Event(**row) for row in rows],
+                                [Tombstone(row["id"], row["seq"]) for row in tombstones], limit)
+
+        return await self._transaction(read, "DEFERRED")
+
+    async def purge(self, tombstone_seconds: float) -> int:
+        def purge(db: sqlite3.Connection) -> int:
+            now = time.time()
+            cutoff = now - tombstone_seconds
+            db.execute("UPDATE departments SET horizon = max(horizon, (SELECT max(seq) FROM tombstones t"
+                       " WHERE t.department_id = departments.id AND t.deleted_at < ?))"
+                       " WHERE id IN (SELECT department_id FROM tombstones WHERE deleted_at < ?)", (cutoff, cutoff))
+            purged = db.execute("DELETE FROM tombstones WHERE deleted_at < ?", (cutoff,)).rowcount
+            return purged + db.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,)).rowcount
+
+        return await self._transaction(purge)
 
     # -- bulk import ----------------------------------------------------------------------
     async def import_departments(self, records: Sequence[Department]) -> list[str]:
         def write(db: sqlite3.Connection, record: Department) -> None:
             try:
                 db.execute(
-                    f"INSERT INTO departments ({DEPARTMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+                    f"INSERT INTO departments ({DEPARTMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0, ?)"
                     " ON CONFLICT (id) DO UPDATE SET name = excluded.name, description = excluded.description,"
-                    " created_at = excluded.created_at, updated_at = excluded.updated_at",
-                    _department_row(record),
+                    " created_at = excluded.created_at, updated_at = excluded.updated_at, epoch = excluded.epoch",
+                    (*_department_row(record)[:5], new_epoch()),
                 )
             except sqlite3.IntegrityError:
                 raise DuplicateDepartmentName() from None
@@ -255,15 +434,18 @@ class SqliteStorage(ThreadedStorage):
     async def import_events(self, records: Sequence[Event]) -> list[str]:
         def write(db: sqlite3.Connection, record: Event) -> None:
             self._department(db, record.department_id)
+            record = dataclasses.replace(record, seq=self._next_seq(db, record.department_id))
             db.execute(
-                f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT (id) DO UPDATE SET department_id = excluded.department_id,"
                 " event_date = excluded.event_date, title = excluded.title,"
                 " description = excluded.description, time = excluded.time, url = excluded.url,"
                 " created_at = excluded.created_at, last_modified = excluded.last_modified,"
-                " version = excluded.version",
+                " version = excluded.version, seq = excluded.seq",
                 _event_row(record),
             )
+            db.execute("DELETE FROM tombstones WHERE department_id = ? AND id = ?", (record.department_id, record.id))
+            db.execute("UPDATE departments SET epoch = ? WHERE id = ?", (new_epoch(), record.department_id))
 
         return await self._import(records, self._find_event, write)
 
@@ -281,10 +463,11 @@ class SqliteStorage(ThreadedStorage):
 
         return await self._transaction(body)
 
+
 def _department_row(d: Department) -> tuple:
-    return (d.id, d.name, d.description, d.created_at, d.updated_at)
+    return (d.id, d.name, d.description, d.created_at, d.updated_at, d.seq, d.epoch)
 
 
 def _event_row(e: Event) -> tuple:
     return (e.id, e.department_id, e.event_date, e.title, e.description, e.time, e.url,
-            e.created_at, e.last_modified, e.version)
+            e.created_at, e.last_modified, e.version, e.seq)

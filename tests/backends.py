@@ -30,7 +30,8 @@ def dynamo_options(endpoint_url: str = "", **overrides) -> DynamoOptions:
     """Options with fresh table names, so tests sharing one moto server never meet."""
     suffix = uuid.uuid4().hex[:8]
     values = dict(region="ap-northeast-2", endpoint_url=endpoint_url, departments_table=f"departments-{suffix}",
-                  events_table=f"events-{suffix}", max_attempts=2, timeout_seconds=2)
+                  events_table=f"events-{suffix}", changes_table=f"changes-{suffix}", max_attempts=2,
+                  timeout_seconds=2)
     return DynamoOptions(**{**values, **overrides})
 
 

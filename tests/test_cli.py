@@ -92,8 +92,9 @@ def test_data_survives_restart(tmp_path, backend):
         assert server.stop() == 0
     server = ServerProcess(config)
     try:
-        assert http_json(server.url + "/api/departments")[1]["departments"] == [department]
-        assert http_json(server.url + f"/api/events/{department['id']}")[1]["events"] == [event]
+        assert http_json(server.url + "/api/departments")[1]["departments"] == [{**department, "seq": 1}]
+        listed = http_json(server.url + f"/api/events/{department['id']}")[1]
+        assert (listed["events"], listed["seq"], listed["epoch"]) == ([event], 1, department["epoch"])
     finally:
         assert server.stop(signal.SIGINT) == 0
 

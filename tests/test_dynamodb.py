@@ -39,10 +39,10 @@ def dynamo(storage):
 
 
 async def test_more_than_a_megabyte_of_events_lists_completely_with_query_only(dynamo):
-    department = await dynamo.create_department("개발팀")
+    department = (await dynamo.create_department("개발팀")).record
     padding = "가" * 4000  # 12 kB of UTF-8 per event
-    created = [await dynamo.create_event(department.id, {"event_date": f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}",
-                                                         "title": f"회의 {i}", "description": padding})
+    created = [(await dynamo.create_event(department.id, {"event_date": f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}",
+                                                         "title": f"회의 {i}", "description": padding})).record
                for i in range(100)]
     calls = count_calls(dynamo)
     events = await dynamo.list_events(department.id)
@@ -52,21 +52,21 @@ async def test_more_than_a_megabyte_of_events_lists_completely_with_query_only(d
 
 
 async def test_event_by_id_never_scans(dynamo):
-    department = await dynamo.create_department("개발팀")
-    event = await dynamo.create_event(department.id, {"event_date": "2024-01-20", "title": "회의"})
+    department = (await dynamo.create_department("개발팀")).record
+    event = (await dynamo.create_event(department.id, {"event_date": "2024-01-20", "title": "회의"})).record
     calls = count_calls(dynamo)
     await dynamo.get_event(event.id)
-    await dynamo.update_event(event.id, {"title": "수정"})
+    (await dynamo.update_event(event.id, {"title": "수정"})).record
     await dynamo.list_events(department.id, "2024-01-01", "2024-01-31")
-    await dynamo.delete_event(event.id)
-    await dynamo.delete_department(department.id)
+    (await dynamo.delete_event(event.id)).record
+    (await dynamo.delete_department(department.id)).record
     assert calls["Scan"] == 0 and calls["Query"] >= 4
 
 
 async def test_name_claims_never_show(dynamo):
     names = ["개발팀", "마케팅팀"]
     for name in names:
-        await dynamo.create_department(name)
+        (await dynamo.create_department(name)).record
     assert [d.name for d in await dynamo.list_departments()] == names
     assert dynamo.client.scan(TableName=dynamo.departments_table)["Count"] == 4  # two records, two claims
 
@@ -79,7 +79,7 @@ async def test_two_servers_creating_one_name(moto_server, io_loop):
         for round_ in range(5):
             results = await asyncio.gather(first.create_department(f"팀 {round_}"),
                                            second.create_department(f"팀 {round_}"), return_exceptions=True)
-            assert sorted(type(r).__name__ for r in results) == ["Department", "DuplicateDepartmentName"]
+            assert sorted(type(r).__name__ for r in results) == ["Change", "DuplicateDepartmentName"]
         assert len(await first.list_departments()) == 5
     finally:
         await first.close()
@@ -90,21 +90,21 @@ async def test_stale_name_claim_is_reclaimed(dynamo):
     """A create cut short between the claim and the record must not block the name forever."""
     dynamo.client.put_item(TableName=dynamo.departments_table,
                            Item={"id": {"S": "name#개발팀"}, "department_id": {"S": "gone"}})
-    department = await dynamo.create_department("개발팀")
+    department = (await dynamo.create_department("개발팀")).record
     assert [d.id for d in await dynamo.list_departments()] == [department.id]
     with pytest.raises(DuplicateDepartmentName):
-        await dynamo.create_department("개발팀")
+        (await dynamo.create_department("개발팀")).record
 
 
 async def test_deleting_a_department_frees_its_name_and_batch_deletes_events(dynamo):
-    department = await dynamo.create_department("개발팀")
+    department = (await dynamo.create_department("개발팀")).record
     for i in range(60):  # more than two BatchWriteItem batches
-        await dynamo.create_event(department.id, {"event_date": "2024-01-20", "title": f"회의 {i}"})
+        (await dynamo.create_event(department.id, {"event_date": "2024-01-20", "title": f"회의 {i}"})).record
     calls = count_calls(dynamo)
-    await dynamo.delete_department(department.id)
+    (await dynamo.delete_department(department.id)).record
     assert calls["BatchWriteItem"] >= 3
     assert dynamo.client.scan(TableName=dynamo.events_table)["Count"] == 0
-    await dynamo.create_department("개발팀")
+    (await dynamo.create_department("개발팀")).record
 
 
 def throttle(storage, operation: str) -> None:
@@ -117,7 +117,7 @@ def throttle(storage, operation: str) -> None:
 
 
 async def test_throttling_answers_503_and_the_websocket_stays_open(dynamo, http_server_client, ws_url):
-    department = await dynamo.create_department("개발팀")
+    department = (await dynamo.create_department("개발팀")).record
     throttle(dynamo, "PutItem")
     throttle(dynamo, "Query")
     status, body = await api(http_server_client, "POST", f"/api/events/{department.id}",
@@ -133,7 +133,7 @@ async def test_throttling_answers_503_and_the_websocket_stays_open(dynamo, http_
 
 
 async def test_a_slow_dynamodb_call_does_not_hold_up_the_websocket(dynamo, http_server_client, ws_url):
-    department = await dynamo.create_department("개발팀")
+    department = (await dynamo.create_department("개발팀")).record
     release = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -219,7 +219,7 @@ def dynamo_config(tmp_path, endpoint: str, suffix: str):
     return write_config(tmp_path, (
         "storage:\n  backend: dynamodb\n  dynamodb:\n"
         f"    endpoint_url: {endpoint}\n    departments_table: departments-{suffix}\n"
-        f"    events_table: events-{suffix}\n"
+        f"    events_table: events-{suffix}\n    changes_table: changes-{suffix}\n"
     ))
 
 
@@ -318,9 +318,9 @@ def test_environment_names_region_and_tables(tmp_path, monkeypatch):
 
 
 async def test_unprocessed_batch_items_are_retried(dynamo):
-    department = await dynamo.create_department("개발팀")
+    department = (await dynamo.create_department("개발팀")).record
     for i in range(30):
-        await dynamo.create_event(department.id, {"event_date": "2024-01-20", "title": f"회의 {i}"})
+        (await dynamo.create_event(department.id, {"event_date": "2024-01-20", "title": f"회의 {i}"})).record
     real = dynamo.client.batch_write_item
     calls = []
 
@@ -333,6 +333,6 @@ async def test_unprocessed_batch_items_are_retried(dynamo):
         return {"UnprocessedItems": {table: requests[5:]}}
 
     dynamo.client.batch_write_item = half_done
-    await dynamo.delete_department(department.id)
+    (await dynamo.delete_department(department.id)).record
     assert len(calls) >= 3
     assert dynamo.client.scan(TableName=dynamo.events_table)["Count"] == 0

@@ -168,8 +168,8 @@ async def test_default_department_is_created_and_used(storage):
 
 
 async def test_existing_departments_are_reused_by_name(storage):
-    existing = await storage.create_department("개발팀", "소프트웨어 개발")
-    default = await storage.create_department("미지정")
+    existing = (await storage.create_department("개발팀", "소프트웨어 개발")).record
+    default = (await storage.create_department("미지정")).record
     status, out = await run_migrate(storage, FIXTURES / "legacy_camel", default_department="미지정")
     assert status == 0, out
     snapshot = await read_snapshot(storage)
@@ -241,12 +241,12 @@ async def test_large_input_shows_a_progress_bar(storage, tmp_path):
 
 async def fill(storage, departments: int = 3, events: int = 5, padding: str = "") -> None:
     for d in range(departments):
-        department = await storage.create_department(f"부서 {d}", "설명")
+        department = (await storage.create_department(f"부서 {d}", "설명")).record
         for e in range(events):
-            event = await storage.create_event(department.id, {"event_date": f"2024-01-{e + 1:02d}",
-                                                               "title": f"일정 {d}-{e}", "description": padding})
+            event = (await storage.create_event(department.id, {"event_date": f"2024-01-{e + 1:02d}",
+                                                               "title": f"일정 {d}-{e}", "description": padding})).record
             if e % 2:
-                await storage.update_event(event.id, {"time": "오후 2:00"})
+                (await storage.update_event(event.id, {"time": "오후 2:00"})).record
 
 
 def config_for(tmp_path: Path, storage, name: str) -> Path:
@@ -258,7 +258,8 @@ def config_for(tmp_path: Path, storage, name: str) -> Path:
         body = f"  backend: json\n  json:\n    path: {options.path}\n"
     else:
         body = (f"  backend: dynamodb\n  dynamodb:\n    endpoint_url: {options.endpoint_url}\n"
-                f"    departments_table: {options.departments_table}\n    events_table: {options.events_table}\n")
+                f"    departments_table: {options.departments_table}\n    events_table: {options.events_table}\n"
+                f"    changes_table: {options.changes_table}\n")
     return write_config(tmp_path, f"storage:\n{body}", f"source-{name}.yaml")
 
 
@@ -293,7 +294,7 @@ async def test_name_held_by_another_id_in_the_target_is_refused(pair, tmp_path):
     source, target = pair
     await fill(source, departments=1, events=1)
     await source.close()
-    await target.create_department("부서 0")
+    (await target.create_department("부서 0")).record
     status, out = await run_migrate(target, config_for(tmp_path, source, "sqlite"))
     assert status == 1 and "the target already has a department named '부서 0'" in out
 

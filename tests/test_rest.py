@@ -11,9 +11,9 @@ pytestmark = pytest.mark.usefixtures("http_server")
 
 MEETING = {"event_date": "2024-01-20", "title": "팀 회의", "description": "주간 팀 회의", "time": "오후 2:00",
            "url": "https://example.com"}
-DEPARTMENT_FIELDS = {"id", "name", "description", "created_at", "updated_at"}
+DEPARTMENT_FIELDS = {"id", "name", "description", "created_at", "updated_at", "seq", "epoch"}
 EVENT_FIELDS = {"id", "department_id", "event_date", "title", "description", "time", "url", "created_at",
-                "last_modified", "version"}
+                "last_modified", "version", "seq"}
 
 
 async def make_department(client, name="개발팀", description="소프트웨어 개발") -> dict:
@@ -102,7 +102,8 @@ async def test_event_lifecycle(http_server_client):
     assert event["version"] == 1 and event["created_at"] == event["last_modified"]
 
     status, body = await api(http_server_client, "GET", f"/api/events/{department['id']}")
-    assert (status, body) == (200, {"success": True, "events": [event]})
+    assert (status, body) == (200, {"success": True, "events": [event], "deleted": [], "seq": 1,
+                                    "epoch": department["epoch"], "reset": True, "more": False})
 
     status, body = await api(http_server_client, "PUT", f"/api/events/{event['id']}",
                              {"title": "수정된 제목", "time": "오후 3:00"})

@@ -42,7 +42,8 @@ async def test_join_leave_with_id_echo(http_server_client, connect):
     client = await connect()
     reply = await client.request("join_department", {"department_id": department["id"]}, 7)
     assert reply == {"event": "joined_department", "id": 7,
-                     "data": {"department_id": department["id"], "message": "부서 그룹에 참여했습니다."}}
+                     "data": {"department_id": department["id"], "message": "부서 그룹에 참여했습니다.",
+                              "seq": 0, "epoch": department["epoch"]}}
     again = await client.request("join_department", {"department_id": department["id"]}, "again")
     assert again["event"] == "joined_department" and again["id"] == "again"
     reply = await client.request("leave_department", {"department_id": department["id"]}, "x" * 64)
@@ -67,7 +68,8 @@ async def test_sync_request(http_server_client, connect):
     client = await connect()
     reply = await client.request("sync_request", {"department_id": department["id"]}, "s1")
     assert reply == {"event": "sync_response", "id": "s1",
-                     "data": {"department_id": department["id"], "events": listed["events"]}}
+                     "data": {"department_id": department["id"], "events": listed["events"], "deleted": [],
+                              "seq": 3, "epoch": department["epoch"], "reset": True, "more": False}}
     reply = await client.request("sync_request", {"department_id": "nope"})
     assert (reply["event"], reply["data"]["code"], reply["data"]["request"]) == ("error", "not_found", "sync_request")
 
@@ -137,7 +139,8 @@ async def test_pushes_reach_the_room_only(http_server_client, connect):
     status, body = await api(http_server_client, "PUT", f"/api/events/{event['id']}", {"title": "수정"})
     assert await member.receive() == {"event": "event_updated", "data": body["event"]}
     await api(http_server_client, "DELETE", f"/api/events/{event['id']}")
-    assert await member.receive() == {"event": "event_deleted", "data": {"id": event["id"], "department_id": dev["id"]}}
+    assert await member.receive() == {"event": "event_deleted",
+                                      "data": {"id": event["id"], "department_id": dev["id"], "seq": 3}}
 
     await other.expect_nothing()
     await lobby.expect_nothing()
