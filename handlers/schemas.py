@@ -50,16 +50,18 @@ class Text(fields.String):
 
 
 class Count(fields.Field):
-    """A whole number in `[minimum, 2**53]`: JSON integers, or digits in a query string."""
+    """A whole number in `[minimum, 2**53]`: a JSON integer, or with `from_text` the digits of
+    a query-string argument."""
 
     default_error_messages = {"invalid": "정수여야 합니다.", "null": "정수여야 합니다."}
 
-    def __init__(self, minimum: int, **kwargs: Any) -> None:
+    def __init__(self, minimum: int, *, from_text: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.minimum = minimum
+        self.from_text = from_text
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
-        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 16:
+        if self.from_text and isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 16:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.make_error("invalid")
@@ -179,6 +181,9 @@ class CursorSchema(ResourceSchema):
 
 class EventsQuerySchema(CursorSchema, DateRangeSchema):
     """`GET /api/events/{department_id}`: a date range, or a cursor, not both."""
+
+    since = Count(0, from_text=True, load_default=None)
+    limit = Count(1, from_text=True, load_default=None)
 
     @validates_schema
     def _cursor_or_dates(self, data: dict[str, Any], **kwargs: Any) -> None:

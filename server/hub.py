@@ -103,6 +103,10 @@ class Hub(Broker):
         self._members: set[Member] = set()
         self._rooms: dict[str, set[Member]] = {}
         self._joining: dict[str, dict[Member, list[Push]]] = {}  # room -> member -> held pushes
+        self._published: dict[str, int] = {}  # room -> seq of the last push published to it
+        # room -> member -> seq: pushes up to it were in the member's catch-up, though not yet
+        # published when it went live (a store whose reads can overtake its write's answer).
+        self._floors: dict[str, dict[Member, int]] = {}
 
     # membership
     def add(self, member: Member) -> None:
@@ -113,6 +117,8 @@ class Hub(Broker):
         for room in [room for room, members in self._rooms.items() if member in members]:
             self.leave(room, member)
         for room in [room for room, joining in self._joining.items() if member in joining]:
+            self.leave(room, member)
+        for room in [room for room, floors in self._floors.items() if member in floors]:
             self.leave(room, member)
 
     def join(self, room: str, member: Member) -> None:
@@ -132,6 +138,8 @@ class Hub(Broker):
         for push in held:
             if push.seq > after_seq:
                 self._send_all((member,), push)
+        if after_seq > self._published.get(room, 0):
+            self._floors.setdefault(room, {})[member] = after_seq
 
     def leave(self, room: str, member: Member) -> None:
         members = self._rooms.get(room)
@@ -139,16 +147,17 @@ class Hub(Broker):
             members.discard(member)
             if not members:
                 del self._rooms[room]
-        joining = self._joining.get(room)
-        if joining is not None:
-            joining.pop(member, None)
-            if not joining:
-                del self._joining[room]
+        for waiting in (self._joining, self._floors):
+            by_member = waiting.get(room)
+            if by_member is not None:
+                by_member.pop(member, None)
+                if not by_member:
+                    del waiting[room]
 
     def close_room(self, room: str) -> None:
         """Everyone leaves `room` (its department is gone)."""
-        self._rooms.pop(room, None)
-        self._joining.pop(room, None)
+        for rooms in (self._rooms, self._joining, self._published, self._floors):
+            rooms.pop(room, None)
 
     def connections(self) -> list[Member]:
         return list(self._members)
@@ -165,9 +174,25 @@ class Hub(Broker):
             if change.kind == DEPARTMENT_DELETED:
                 self.close_room(change.record.id)
             return
-        self._send_all(self._rooms.get(room, ()), push)
+        self._published[room] = change.seq
+        members = self._rooms.get(room, ())
+        floors = self._floors.get(room)
+        if floors:
+            members = self._past_floors(room, floors, members, push.seq)
+        self._send_all(members, push)
         for held in self._joining.get(room, {}).values():
             held.append(push)
+
+    def _past_floors(self, room: str, floors: dict[Member, int], members: Iterable[Member], seq: int) -> list[Member]:
+        """The members to send a push of `seq` to: not those whose catch-up already held it.
+        A floor goes once the pushes reach it (they come in seq order)."""
+        had = {member for member, floor in floors.items() if seq <= floor}
+        for member, floor in list(floors.items()):
+            if seq >= floor:
+                del floors[member]
+        if not floors:
+            del self._floors[room]
+        return [m for m in members if m not in had]
 
     def _send_all(self, members: Iterable[Member], push: Push) -> None:
         for member in list(members):

@@ -14,14 +14,24 @@ RECEIVE_TIMEOUT = 10.0
 async def api(client: Any, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
               headers: dict | None = None) -> tuple[int, dict]:
     """One REST call; returns `(status, JSON body)`. `raw` sends bytes as they are."""
+    status, document, _ = await api_full(client, method, path, body, raw=raw, headers=headers)
+    return status, document
+
+
+async def api_full(client: Any, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+                   headers: dict | None = None) -> tuple[int, dict | None, Any]:
+    """One REST call; returns `(status, JSON body or None when there is none, headers)`."""
     if raw is None and body is not None:
         raw = json.dumps(body, ensure_ascii=False).encode("utf-8")
     if raw is None and method in ("POST", "PUT", "PATCH"):
         raw = b""
     response = await client.fetch(path, method=method, body=raw, headers=headers, raise_error=False,
                                   allow_nonstandard_methods=True)
+    if response.code == 304:
+        assert not response.body
+        return response.code, None, response.headers
     assert response.headers["Content-Type"].startswith("application/json"), response.body[:200]
-    return response.code, json.loads(response.body.decode("utf-8"))
+    return response.code, json.loads(response.body.decode("utf-8")), response.headers
 
 
 class SyncClient:

@@ -19,6 +19,7 @@ from server.config import ServerConfig
 from server.hub import Hub
 from storage.base import Storage
 from tests.backends import BACKENDS, make_storage
+from tests.client import SyncClient
 
 
 @pytest.fixture
@@ -95,3 +96,18 @@ def base_url(http_server_client) -> str:
 @pytest.fixture
 def ws_url(http_server_client) -> str:
     return http_server_client.get_url("/ws").replace("http://", "ws://")
+
+
+@pytest.fixture
+def connect(ws_url, io_loop):
+    """Open clients on the test server; every one is closed at teardown."""
+    clients: list[SyncClient] = []
+
+    async def open_client(**kwargs) -> SyncClient:
+        client = await SyncClient.connect(ws_url, **kwargs)
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()

@@ -147,3 +147,18 @@ def test_close_all_closes_every_connection():
     hub.close_all(1001, "server shutting down")
     assert all(m.closed == (1001, "server shutting down") for m in members)
     assert hub.members() == 0 and hub.members("room") == 0
+
+
+def test_a_catch_up_ahead_of_the_pushes_is_not_repeated_by_them():
+    """A store whose reads can overtake its write's answer (DynamoDB's reads run beside its
+    writer) can put a change in a catch-up before that change is published."""
+    hub, late, live = Hub(), Member(), Member()
+    joined(hub, DEPARTMENT.id, live)
+    hub.publish(event_change(seq=1))
+    hub.add(late)
+    hub.join(DEPARTMENT.id, late)
+    hub.go_live(DEPARTMENT.id, late, 3)  # its catch-up held 2 and 3, not yet published
+    for seq in (2, 3, 4):
+        hub.publish(event_change(EVENT_UPDATED, seq))
+    assert [push.seq for push in late.pushes] == [4]
+    assert [push.seq for push in live.pushes] == [1, 2, 3, 4]

@@ -12,19 +12,6 @@ from tests.client import SyncClient, api
 from tests.test_rest import make_department, make_event
 
 
-@pytest.fixture
-def connect(ws_url, io_loop):
-    """Open clients on the test server; every one is closed at teardown."""
-    clients: list[SyncClient] = []
-
-    async def open_client(**kwargs) -> SyncClient:
-        client = await SyncClient.connect(ws_url, **kwargs)
-        clients.append(client)
-        return client
-
-    yield open_client
-    for client in clients:
-        client.close()
 
 
 async def test_connected_message(ws_url):
