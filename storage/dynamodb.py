@@ -10,7 +10,7 @@ change feed:
 A department name is held by a claim item in `departments` under the id `name#<name>`
 (never a UUID, never listed), written with `attribute_not_exists(id)`, so two servers
 creating one name at once cannot both win. Idempotency keys live there too, as
-`idem#<hash>` items with a TTL attribute `expires_at`. No TransactWriteItems: several
+`idem#<hash>` items with a TTL attribute `ttl`. No TransactWriteItems: several
 DynamoDB-compatible servers lack it.
 
 The feed: a department item counts its changes (`seq`, an atomic ADD); each change is first
@@ -31,6 +31,7 @@ import decimal
 import hashlib
 import json
 import logging
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -300,13 +301,12 @@ class DynamoStorage(ThreadedStorage):
         try:
             ttl = self.probe_client.describe_time_to_live(TableName=self.departments_table)
             if ttl.get("TimeToLiveDescription", {}).get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
-                return f"table '{self.departments_table}': TTL on expires_at already enabled"
+                return f"table '{self.departments_table}': TTL on 'ttl' already enabled"
             self.probe_client.update_time_to_live(
-                TableName=self.departments_table,
-                TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
+                TableName=self.departments_table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
         except botocore.exceptions.ClientError as exc:
             return f"table '{self.departments_table}': TTL not enabled ({error_code(exc)}); expired keys are ignored"
-        return f"table '{self.departments_table}': enabled TTL on expires_at (idempotency keys)"
+        return f"table '{self.departments_table}': enabled TTL on 'ttl' (idempotency keys)"
 
     def _billing(self) -> dict[str, Any]:
         return {"BillingMode": self.options.billing_mode, **self._throughput()}
@@ -455,11 +455,12 @@ class DynamoStorage(ThreadedStorage):
                 self.client.put_item(
                     TableName=self.departments_table,
                     Item={**item_key, **to_item({"state": "pending", "fingerprint": key.fingerprint,
-                                                 "started_at": now, "expires_at": int(key.expires_at(now))})},
+                                                 "started_at": now, "expires_at": key.expires_at(now),
+                                                 "ttl": math.ceil(key.expires_at(now))})},
                     ConditionExpression="attribute_not_exists(id) OR expires_at < :now"
                                         " OR (#state = :pending AND started_at < :stale)",
                     ExpressionAttributeNames={"#state": "state"},
-                    ExpressionAttributeValues=to_item({":now": int(now), ":pending": "pending",
+                    ExpressionAttributeValues=to_item({":now": now, ":pending": "pending",
                                                        ":stale": now - PENDING_SECONDS}))
                 return None
             except botocore.exceptions.ClientError as exc:

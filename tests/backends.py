@@ -48,9 +48,16 @@ def make_storage(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> S
         return SqliteStorage(SqliteOptions(path=tmp_path / "calsync.db"))
     if name == "json":
         return JsonStorage(JsonOptions(path=tmp_path / "json"))
-    if name == "dynamodb":
-        request.getfixturevalue("aws_mock")
-        return make_dynamo(dynamo_options())
-    if name == "dynamodb-http":
-        return make_dynamo(dynamo_options(request.getfixturevalue("moto_server")))
+    if name in ("dynamodb", "dynamodb-http"):
+        # One set of tables per test, so a second storage of the test (another "process")
+        # shares them with the first.
+        options = getattr(request.node, "calsync_dynamo_options", None)
+        if options is None:
+            if name == "dynamodb":
+                request.getfixturevalue("aws_mock")
+                options = dynamo_options()
+            else:
+                options = dynamo_options(request.getfixturevalue("moto_server"))
+            request.node.calsync_dynamo_options = options
+        return make_dynamo(options)
     raise ValueError(f"no test storage for backend {name!r}")
