@@ -4,7 +4,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import tornado.httpserver
+from pytest_tornasync.plugin import AsyncHTTPServerClient
+from tornado.testing import bind_unused_port
 
+from server.app import make_app
+from server.hub import Hub
+from storage.base import Storage
 from tests.client import SyncClient, api, api_full
 from tests.test_rest import MEETING, make_department, make_event
 
@@ -298,32 +304,75 @@ async def test_join_with_a_cursor_catches_up(http_server_client, connect):
     assert await client.receive() == {"event": "event_created", "data": third}
 
 
-async def test_join_during_a_burst_of_writes_gets_every_change_exactly_once(http_server_client, connect):
-    department = await make_department(http_server_client)
-    epoch = department["epoch"]
+async def join_during_a_burst(http_client, ws_url: str, writes: int = 60) -> None:
+    """Two writers flat out; a client joins from seq 0 in the middle of it. The catch-up and
+    the pushes after it must hold every change exactly once, in order."""
+    _, body = await api(http_client, "POST", "/api/departments", {"name": "개발팀"})
+    department = body["department"]
     path = f"/api/events/{department['id']}"
-    writes = 60
 
     async def writer(n: int) -> None:
         for i in range(n):
-            await api(http_server_client, "POST", path, {**MEETING, "title": f"{i}"})
+            await api(http_client, "POST", path, {**MEETING, "title": f"{i}"})
 
     burst = asyncio.ensure_future(asyncio.gather(writer(writes // 2), writer(writes // 2)))
     await asyncio.sleep(0.05)
-    client = await connect()
-    reply = await client.request("join_department", {"department_id": department["id"], "since": 0, "epoch": epoch})
-    assert reply["event"] == "joined_department" and reply["data"]["reset"] is False
-    seqs = [e["seq"] for e in reply["data"]["events"]]
-    last = reply["data"]["seq"]
-    assert seqs == list(range(1, last + 1))
-    await burst
-    while last < writes:
-        push = await client.receive()
-        assert push["event"] == "event_created"
-        seqs.append(push["data"]["seq"])
-        last = push["data"]["seq"]
-    assert seqs == list(range(1, writes + 1))  # every change once, in order, no gap
-    await client.expect_nothing()
+    client = await SyncClient.connect(ws_url)
+    try:
+        reply = await client.request("join_department", {"department_id": department["id"], "since": 0,
+                                                         "epoch": department["epoch"]})
+        assert reply["event"] == "joined_department" and reply["data"]["reset"] is False
+        seqs = [e["seq"] for e in reply["data"]["events"]]
+        last = reply["data"]["seq"]
+        assert seqs == list(range(1, last + 1))
+        await burst
+        while last < writes:
+            push = await client.receive()
+            assert push["event"] == "event_created"
+            seqs.append(push["data"]["seq"])
+            last = push["data"]["seq"]
+        assert seqs == list(range(1, writes + 1))  # every change once, in order, no gap
+        await client.expect_nothing()
+    finally:
+        client.close()
+
+
+async def test_join_during_a_burst_of_writes_gets_every_change_exactly_once(http_server_client, ws_url):
+    await join_during_a_burst(http_server_client, ws_url)
+
+
+class SlowReads:
+    """A storage whose feed reads answer late, as over a slow network: writes made meanwhile
+    are published while the joining client waits for its catch-up."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    def __getattr__(self, name: str):
+        return getattr(self._storage, name)
+
+    async def feed_state(self, department_id: str):
+        state = await self._storage.feed_state(department_id)
+        await asyncio.sleep(0.05)
+        return state
+
+    async def read_feed(self, *args, **kwargs):
+        page = await self._storage.read_feed(*args, **kwargs)
+        await asyncio.sleep(0.05)
+        return page
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "dynamodb"])
+async def test_join_while_the_catch_up_read_answers_late(storage):
+    sock, port = bind_unused_port()
+    server = tornado.httpserver.HTTPServer(make_app(SlowReads(storage), Hub()))
+    server.add_sockets([sock])
+    client = AsyncHTTPServerClient(http_server=server, force_instance=True)
+    try:
+        await join_during_a_burst(client, f"ws://127.0.0.1:{port}/ws")
+    finally:
+        client.close()
+        server.stop()
 
 
 async def test_unknown_fields_in_join_and_plain_sync_stay_compatible(http_server_client, connect):
