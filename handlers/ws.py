@@ -104,7 +104,8 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         if connection is None or connection.is_closing():
             raise tornado.websocket.WebSocketClosedError()
         if push.wire is None:
-            push.wire = text_frame(push.text.encode("utf-8"))
+            text = push.text
+            push.wire = text_frame(text if isinstance(text, bytes) else text.encode("utf-8"))
         stream = connection.stream
         sent = 0
         if type(stream) is tornado.iostream.IOStream and not stream.writing():
@@ -163,13 +164,13 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
 
     def reply_answer(self, event: str, data: dict[str, Any], answer: Answer, message_id: Any = None) -> None:
         """A reply holding a sync answer: its encoded fields go in as they are, not re-encoded."""
-        head = json.dumps(data, ensure_ascii=False)[:-1]
-        frame = f'{{"event": "{event}", "data": {head}, {answer.fields}}}'
+        head = json.dumps({"event": event, "data": data}, ensure_ascii=False)[:-2].encode("utf-8")
+        frame = head + b", " + answer.fields + b"}"
         if message_id is not None:
-            frame += f', "id": {json.dumps(message_id, ensure_ascii=False)}'
-        self._write(frame + "}")
+            frame += b', "id": ' + json.dumps(message_id, ensure_ascii=False).encode("utf-8")
+        self._write(frame + b"}")
 
-    def _write(self, text: str) -> None:
+    def _write(self, text: str | bytes) -> None:
         try:
             self.send(Push(text))
         except tornado.websocket.WebSocketClosedError:

@@ -1,20 +1,27 @@
-"""Sync answers as JSON, built once per department state (contract 8.5).
+"""Sync answers as JSON, kept up to date instead of rebuilt (contract 8.5).
 
-A full answer for a department of thousands of events is the same bytes until the
-department's seq moves, so the last one of each department is kept encoded and served
-again after one cheap look at the feed's state. REST and WebSocket answers share the
-encoded fields: `"events": [...], "deleted": [...], "seq", "epoch", "reset", "more"`.
+A full answer for a department of thousands of events is mostly the same bytes after a
+change, so each recently asked department is kept as its events' encoded JSON, by id.
+When its feed moves, only the changes since the kept seq are read and re-encoded, and the
+answer is joined again; nothing is read while it has not moved. Answers are encoded with
+orjson: on thousands of records it is several times faster than the standard library.
+
+REST and WebSocket answers share the encoded fields:
+`"events": [...], "deleted": [...], "seq", "epoch", "reset", "more"`.
 """
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import orjson
+
 from storage.base import Storage
 from storage.feed import Cursor, FeedPage, FeedState
+from storage.records import Event
 
-CACHED_DEPARTMENTS = 64
+#: Departments kept encoded (least recently asked for goes first).
+CACHED_DEPARTMENTS = 32
 
 
 @dataclass(frozen=True)
@@ -23,7 +30,7 @@ class Answer:
 
     epoch: str
     seq: int
-    fields: str
+    fields: bytes
 
     @property
     def etag(self) -> str:
@@ -35,30 +42,70 @@ def etag_of(epoch: str, seq: int) -> str:
     return f'"{epoch}.{seq}"'
 
 
+def _fields(events: bytes, page: FeedPage) -> bytes:
+    deleted = orjson.dumps([tombstone.to_dict() for tombstone in page.deleted])
+    return (b'"events": ' + events + b', "deleted": ' + deleted + b', "seq": %d, "epoch": %s, "reset": %s, "more": %s'
+            % (page.seq, orjson.dumps(page.epoch), b"true" if page.reset else b"false",
+               b"true" if page.more else b"false"))
+
+
 def encode(page: FeedPage) -> Answer:
-    events = json.dumps([event.to_dict() for event in page.events], ensure_ascii=False)
-    deleted = json.dumps([tombstone.to_dict() for tombstone in page.deleted], ensure_ascii=False)
-    fields = (f'"events": {events}, "deleted": {deleted}, "seq": {page.seq}, "epoch": {json.dumps(page.epoch)}, '
-              f'"reset": {json.dumps(page.reset)}, "more": {json.dumps(page.more)}')
-    return Answer(page.epoch, page.seq, fields)
+    return Answer(page.epoch, page.seq, _fields(orjson.dumps([event.to_dict() for event in page.events]), page))
+
+
+class DepartmentCopy:
+    """A department's events, each kept as its encoded JSON, at one seq of its feed."""
+
+    def __init__(self, page: FeedPage) -> None:
+        self.epoch = page.epoch
+        self.seq = page.seq
+        self.events: dict[str, tuple[tuple[str, ...], bytes]] = {}
+        self._answer: Answer | None = None
+        self._put(page.events)
+
+    def _put(self, events: list[Event] | tuple[Event, ...]) -> None:
+        for event in events:
+            self.events[event.id] = (event.sort_key(), orjson.dumps(event.to_dict()))
+
+    def apply(self, page: FeedPage) -> None:
+        """Bring the copy to `page.seq` with an incremental page read from its seq (or older)."""
+        if page.seq <= self.seq:
+            return  # another request brought it further already
+        self._put(page.events)
+        for tombstone in page.deleted:
+            self.events.pop(tombstone.id, None)
+        self.seq = page.seq
+        self._answer = None
+
+    def answer(self) -> Answer:
+        if self._answer is None:
+            events = b"[" + b", ".join(text for _, text in sorted(self.events.values())) + b"]"
+            page = FeedPage("", self.epoch, self.seq, True, ())
+            self._answer = Answer(self.epoch, self.seq, _fields(events, page))
+        return self._answer
 
 
 class SyncAnswers:
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
-        self._full: OrderedDict[str, Answer] = OrderedDict()  # department id -> its last full answer
+        self._copies: OrderedDict[str, DepartmentCopy] = OrderedDict()
 
     async def state(self, department_id: str) -> FeedState:
         return await self._storage.feed_state(department_id)
 
     async def full(self, department_id: str, state: FeedState | None = None) -> Answer:
-        """Every event: from the kept answer while the feed has not moved."""
+        """Every event, in REST order: from the kept copy, brought up to the feed's seq."""
         state = state or await self._storage.feed_state(department_id)
-        kept = self._full.get(department_id)
-        if kept is not None and (kept.epoch, kept.seq) == (state.epoch, state.seq):
-            self._full.move_to_end(department_id)
-            return kept
-        return self._keep(department_id, encode(await self._storage.read_feed(department_id)))
+        copy = self._copies.get(department_id)
+        if copy is not None and copy.epoch == state.epoch:
+            if copy.seq < state.seq:
+                page = await self._storage.read_feed(department_id, Cursor(copy.seq, copy.epoch))
+                if not page.reset:
+                    copy.apply(page)
+                    return self._keep(department_id, copy).answer()
+                return self._keep(department_id, DepartmentCopy(page)).answer()
+            return self._keep(department_id, copy).answer()
+        return self._keep(department_id, DepartmentCopy(await self._storage.read_feed(department_id))).answer()
 
     async def since(self, department_id: str, cursor: Cursor | None, limit: int | None = None,
                     date_from: str | None = None, date_to: str | None = None) -> Answer:
@@ -67,12 +114,15 @@ class SyncAnswers:
             return await self.full(department_id)
         page = await self._storage.read_feed(department_id, cursor, limit)
         if page.reset and date_from is None and date_to is None:
-            return self._keep(department_id, encode(page))
+            return self._keep(department_id, DepartmentCopy(page)).answer()
         return encode(page.within(date_from, date_to))
 
-    def _keep(self, department_id: str, answer: Answer) -> Answer:
-        self._full[department_id] = answer
-        self._full.move_to_end(department_id)
-        while len(self._full) > CACHED_DEPARTMENTS:
-            self._full.popitem(last=False)
-        return answer
+    def _keep(self, department_id: str, copy: DepartmentCopy) -> DepartmentCopy:
+        current = self._copies.get(department_id)
+        if current is not None and current is not copy and current.epoch == copy.epoch and current.seq > copy.seq:
+            copy = current  # a request that read later already kept a newer copy
+        self._copies[department_id] = copy
+        self._copies.move_to_end(department_id)
+        while len(self._copies) > CACHED_DEPARTMENTS:
+            self._copies.popitem(last=False)
+        return copy

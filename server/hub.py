@@ -25,14 +25,15 @@ log = logging.getLogger("calsync.hub")
 class Push:
     """One push, encoded once for all its receivers.
 
-    `text` is the JSON frame and `seq` the feed position of its change (0 when it has none).
+    `text` is the JSON frame (str, or UTF-8 bytes when it was built as bytes) and `seq` the
+    feed position of its change (0 when it has none).
     `wire` is free for the transport to cache the bytes it derives from `text` (a WebSocket
     frame), so a push to a thousand members is framed once, not a thousand times.
     """
 
     __slots__ = ("text", "seq", "wire")
 
-    def __init__(self, text: str, seq: int = 0) -> None:
+    def __init__(self, text: str | bytes, seq: int = 0) -> None:
         self.text = text
         self.seq = seq
         self.wire: bytes | None = None

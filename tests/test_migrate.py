@@ -116,13 +116,16 @@ async def test_same_title_on_two_dates_both_survive(storage, legacy):
 async def test_rerun_changes_nothing(storage, legacy):
     await run_migrate(storage, legacy)
     first = await read_snapshot(storage)
+    epochs = {d.id: d.epoch for d in first.departments}
     status, out = await run_migrate(storage, legacy)
     assert status == 0 and "(생성 0, 수정 0, 변경 없음 4, 건너뜀 0)" in out
     assert await read_snapshot(storage) == first
+    assert {d.id: d.epoch for d in await storage.list_departments()} == epochs  # nothing written, same feeds
 
 
 async def test_rerun_after_an_edit_updates_only_that_event(storage, legacy):
     await run_migrate(storage, legacy)
+    epochs = {d.id: d.epoch for d in await storage.list_departments()}
     events = json.loads((legacy / "calendar_events.json").read_text())
     events["2024-01-20"][0]["Title"] = "팀 회의 (변경)"
     (legacy / "calendar_events.json").write_text(json.dumps(events, ensure_ascii=False))
@@ -130,6 +133,8 @@ async def test_rerun_after_an_edit_updates_only_that_event(storage, legacy):
     assert status == 0 and "(생성 0, 수정 1, 변경 없음 3, 건너뜀 0)" in out
     changed = by_title(await read_snapshot(storage))["팀 회의 (변경)"][0]
     assert changed.id == derived_id("event", "101") and changed.version == 2
+    # a migrated department starts a new epoch: its clients start over
+    assert (await storage.get_department(changed.department_id)).epoch != epochs[changed.department_id]
 
 
 async def test_rerun_after_a_department_change_moves_the_event(storage, legacy):
