@@ -30,7 +30,9 @@ class EventsHandler(ApiHandler):
             answer = await self.answers.since(department_id, cursor, events_query_schema.page_limit(query),
                                               query["date_from"], query["date_to"])
         self.set_header("ETag", answer.etag)
-        self.finish(b'{"success": true, ' + answer.fields + b"}")
+        self.write(b'{"success": true, ')
+        self.write(answer.fields)
+        self.finish(b"}")
 
     async def post(self, department_id: str) -> None:
         fields = event_schema.parse(self.json_body())

@@ -165,10 +165,8 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
     def reply_answer(self, event: str, data: dict[str, Any], answer: Answer, message_id: Any = None) -> None:
         """A reply holding a sync answer: its encoded fields go in as they are, not re-encoded."""
         head = json.dumps({"event": event, "data": data}, ensure_ascii=False)[:-2].encode("utf-8")
-        frame = head + b", " + answer.fields + b"}"
-        if message_id is not None:
-            frame += b', "id": ' + json.dumps(message_id, ensure_ascii=False).encode("utf-8")
-        self._write(frame + b"}")
+        tail = b"}}" if message_id is None else b'}, "id": ' + json.dumps(message_id, ensure_ascii=False).encode() + b"}"
+        self._write(b"".join((head, b", ", answer.fields, tail)))
 
     def _write(self, text: str | bytes) -> None:
         try:

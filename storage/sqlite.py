@@ -202,6 +202,14 @@ class SqliteStorage(ThreadedStorage):
 
         return await self._call(transaction)
 
+    @staticmethod
+    def _select_events(db: sqlite3.Connection, sql: str, parameters: tuple) -> list[Event]:
+        """Events from plain tuples: for thousands of rows, several times cheaper than
+        `sqlite3.Row` and keyword arguments (the columns are in the dataclass's order)."""
+        cursor = db.cursor()
+        cursor.row_factory = None
+        return [Event(*row) for row in cursor.execute(sql, parameters)]
+
     # -- the feed, inside a transaction -------------------------------------------------------
     @staticmethod
     def _next_seq(db: sqlite3.Connection, department_id: str) -> int:
@@ -304,12 +312,10 @@ class SqliteStorage(ThreadedStorage):
     ) -> list[Event]:
         def select(db: sqlite3.Connection) -> list[Event]:
             self._department(db, department_id)
-            rows = db.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE department_id = ?"
+            return self._select_events(
+                db, f"SELECT {EVENT_COLUMNS} FROM events WHERE department_id = ?"
                 " AND event_date >= ? AND event_date <= ? " + EVENT_ORDER,
-                (department_id, date_from or "", date_to or "\U0010ffff"),
-            ).fetchall()
-            return [Event(**row) for row in rows]
+                (department_id, date_from or "", date_to or "\U0010ffff"))
 
         return await self._transaction(select, "DEFERRED")
 
@@ -391,15 +397,15 @@ class SqliteStorage(ThreadedStorage):
         def read(db: sqlite3.Connection) -> FeedPage:
             state = self._state(db, department_id)
             if cursor is None or not cursor.usable(state):
-                rows = db.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE department_id = ? " + EVENT_ORDER,
-                                  (department_id,)).fetchall()
-                return full_page(department_id, state, [Event(**row) for row in rows])
+                events = self._select_events(
+                    db, f"SELECT {EVENT_COLUMNS} FROM events WHERE department_id = ? " + EVENT_ORDER, (department_id,))
+                return full_page(department_id, state, events)
             most = -1 if limit is None else limit + 1  # one more than fits tells whether there is more
-            rows = db.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE department_id = ? AND seq > ?"
-                              " ORDER BY seq LIMIT ?", (department_id, cursor.since, most)).fetchall()
+            events = self._select_events(db, f"SELECT {EVENT_COLUMNS} FROM events WHERE department_id = ? AND seq > ?"
+                                         " ORDER BY seq LIMIT ?", (department_id, cursor.since, most))
             tombstones = db.execute("SELECT id, seq FROM tombstones WHERE department_id = ? AND seq > ?"
                                     " ORDER BY seq LIMIT ?", (department_id, cursor.since, most)).fetchall()
-            return changes_page(department_id, state, cursor.since, [Event(**row) for row in rows],
+            return changes_page(department_id, state, cursor.since, events,
                                 [Tombstone(row["id"], row["seq"]) for row in tombstones], limit)
 
         return await self._transaction(read, "DEFERRED")
