@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import shutil
 import signal
 import socket
@@ -163,3 +164,26 @@ def test_create_tables_embedded(tmp_path, backend, made):
 def test_python_dash_m_server_is_calsync():
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("calsync ")
+
+
+def test_expired_tombstones_are_purged_at_start(tmp_path):
+    config = write_config(tmp_path, "storage:\n  backend: sqlite\nsync:\n  tombstone_days: 0.00001\n")  # 0.9 s
+    server = ServerProcess(config)
+    try:
+        _, body = http_json(server.url + "/api/departments", "POST", {"name": "개발팀"})
+        department = body["department"]
+        _, body = http_json(server.url + f"/api/events/{department['id']}", "POST",
+                            {"event_date": "2024-01-20", "title": "지울 회의"})
+        http_json(server.url + f"/api/events/{body['event']['id']}", "DELETE")
+        cursor = f"?since=0&epoch={department['epoch']}"
+        assert http_json(server.url + f"/api/events/{department['id']}{cursor}")[1]["deleted"] != []
+    finally:
+        assert server.stop() == 0
+    time.sleep(1.0)
+    server = ServerProcess(config)
+    try:
+        assert "purged 1 expired tombstones" in server.output
+        answer = http_json(server.url + f"/api/events/{department['id']}{cursor}")[1]
+        assert (answer["reset"], answer["deleted"], answer["seq"]) == (True, [], 2)
+    finally:
+        assert server.stop() == 0

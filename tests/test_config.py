@@ -41,6 +41,16 @@ def test_shipped_config_is_the_documented_default():
     assert config.server.max_message_bytes == 65536
     assert config.backend == "sqlite" and config.backend_class is SqliteStorage
     assert config.storage_options.path == Path(__file__).parent.parent / "data" / "calsync.db"
+    assert (config.server.ping_interval, config.server.ping_timeout) == (20, 30)
+    assert (config.sync.tombstone_days, config.sync.idempotency_hours) == (30, 24)
+
+
+def test_sync_and_heartbeat_keys(tmp_path, clean_environment, monkeypatch):
+    monkeypatch.setenv("DAYS", "0.5")
+    config = load_config(str(write(tmp_path, "server:\n  ping_interval: 2.5\n  ping_timeout: 0\n"
+                                             "sync:\n  tombstone_days: ${DAYS}\n  idempotency_hours: 1\n")))
+    assert (config.server.ping_interval, config.server.ping_timeout) == (2.5, 0)
+    assert (config.sync.tombstone_seconds, config.sync.idempotency_seconds) == (43200, 3600)
 
 
 def test_empty_file_means_defaults(tmp_path):
@@ -104,6 +114,11 @@ def test_config_named_by_environment(tmp_path, clean_environment, monkeypatch):
     ("server:\n  allowed_origins: [1]\n", "calsync.yaml: server.allowed_origins: expected a list of strings, got a list"),
     ("server: 5\n", "calsync.yaml: server: expected a mapping of options, got 5"),
     ("- a\n- b\n", "calsync.yaml: expected a mapping of options, got a list"),
+    ("sync:\n  tombstone_days: soon\n", "calsync.yaml: sync.tombstone_days: expected a number, got 'soon'"),
+    ("sync:\n  idempotency_hours: -1\n", "calsync.yaml: sync.idempotency_hours: must be at least 0, got -1"),
+    ("sync:\n  tombstones: 3\n", "calsync.yaml: sync.tombstones: unknown option"),
+    ("server:\n  ping_interval: .nan\n", "calsync.yaml: server.ping_interval: expected a number, got nan"),
+    ("server:\n  ping_timeout: true\n", "calsync.yaml: server.ping_timeout: expected a number, got True"),
     ("server:\n  port: ${NOT_SET_ANYWHERE}\n",
      "calsync.yaml: server.port: environment variable NOT_SET_ANYWHERE is not set"),
 ])
