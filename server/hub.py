@@ -17,7 +17,7 @@ import json
 import logging
 from typing import Any, Iterable, Protocol
 
-from storage.feed import DEPARTMENT_CREATED, DEPARTMENT_DELETED, DEPARTMENT_UPDATED, EVENT_DELETED, Change
+from storage.feed import Change, Kind
 
 log = logging.getLogger("calsync.hub")
 
@@ -55,13 +55,13 @@ def encode_frame(event: str, data: Any, message_id: Any = None) -> str:
 
 def push_of(change: Change) -> tuple[str | None, str, dict[str, Any]]:
     """The room a change goes to (None: every connection), its event name and its payload."""
-    if change.kind == DEPARTMENT_DELETED:
+    if change.kind == Kind.DEPARTMENT_DELETED:
         return None, change.kind, {"id": change.record.id}
-    if change.kind == EVENT_DELETED:
+    if change.kind == Kind.EVENT_DELETED:
         event = change.record
         return event.department_id, change.kind, {"id": event.id, "department_id": event.department_id,
                                                   "seq": change.seq}
-    if change.kind in (DEPARTMENT_CREATED, DEPARTMENT_UPDATED):
+    if change.kind in (Kind.DEPARTMENT_CREATED, Kind.DEPARTMENT_UPDATED):
         return None, change.kind, change.record.to_dict()
     return change.department_id, change.kind, change.record.to_dict()
 
@@ -172,7 +172,7 @@ class Hub(Broker):
         push = Push(encode_frame(event, data), change.seq)
         if room is None:
             self._send_all(self._members, push)
-            if change.kind == DEPARTMENT_DELETED:
+            if change.kind == Kind.DEPARTMENT_DELETED:
                 self.close_room(change.record.id)
             return
         self._published[room] = change.seq

@@ -53,17 +53,12 @@ from storage.errors import (
     StorageUnavailable,
 )
 from storage.feed import (
-    DEPARTMENT_CREATED,
-    DEPARTMENT_DELETED,
-    DEPARTMENT_UPDATED,
-    EVENT_CREATED,
-    EVENT_DELETED,
-    EVENT_UPDATED,
     Change,
     Cursor,
     FeedPage,
     FeedState,
     IdempotencyKey,
+    Kind,
     StoredCreate,
     Tombstone,
     changes_page,
@@ -718,7 +713,7 @@ class DynamoStorage(ThreadedStorage):
             self.client.put_item(TableName=self.departments_table,
                                  Item=to_item({**department.to_dict(), "horizon": 0}),
                                  ConditionExpression="attribute_not_exists(id)")
-            return Change(DEPARTMENT_CREATED, department)
+            return Change(Kind.DEPARTMENT_CREATED, department)
 
         return await self._write(lambda: self._idempotent(idempotency, create))
 
@@ -743,7 +738,7 @@ class DynamoStorage(ThreadedStorage):
                 raise
             if department.name != current.name:
                 self._release_name(current.name, department_id)
-            return Change(DEPARTMENT_UPDATED, self._get_department(department_id))
+            return Change(Kind.DEPARTMENT_UPDATED, self._get_department(department_id))
 
         return await self._write(update)
 
@@ -763,7 +758,7 @@ class DynamoStorage(ThreadedStorage):
             self._delete_events_of(department_id)  # any created while the first sweep ran
             self._batch_write(self.changes_table, [{"DeleteRequest": {"Key": to_item(
                 {"department_id": department_id, "seq": item["seq"]})}} for item in self._changes(department_id, -1)])
-            return Change(DEPARTMENT_DELETED, department)
+            return Change(Kind.DEPARTMENT_DELETED, department)
 
         return await self._write(delete)
 
@@ -813,59 +808,51 @@ class DynamoStorage(ThreadedStorage):
                 self.client.delete_item(TableName=self.events_table,
                                         Key=to_item({"id": event.id, "department_id": department_id}))
                 raise
-            return Change(EVENT_CREATED, event, seq)
+            return Change(Kind.EVENT_CREATED, event, seq)
 
         return await self._write(lambda: self._idempotent(idempotency, create))
 
+    def _change_event(self, event_id: str, if_versions: Collection[int] | None,
+                      change: Callable[[Event], Event | None]) -> tuple[Event, Event | None, int]:
+        """Update (`change` returns the new event) or delete (it returns None) an event under
+        `If-Match`: the change is recorded in the feed, then written on condition that the
+        version is still the one read. When another server got there first, the recorded
+        change becomes a noop and the whole step is tried again on what is there now.
+        Returns the event as it was, as it became, and the seq."""
+        current = self._get_event(event_id)
+        for _ in range(UPDATE_ATTEMPTS):
+            check_versions(current, if_versions)
+            new = change(current)
+            seq = self._record_change(current.department_id, "delete" if new is None else "put", event_id,
+                                      lambda n: new and dataclasses.replace(new, seq=n))
+            condition = {"ConditionExpression": "version = :seen",
+                         "ExpressionAttributeValues": to_item({":seen": current.version})}
+            try:
+                if new is None:
+                    self.client.delete_item(TableName=self.events_table, **condition,
+                                            Key=to_item({"id": event_id, "department_id": current.department_id}))
+                    return current, None, seq
+                new = dataclasses.replace(new, seq=seq)
+                self.client.put_item(TableName=self.events_table, Item=to_item(new.to_dict()), **condition)
+                return current, new, seq
+            except botocore.exceptions.ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+            self._void_change(current.department_id, seq, event_id)
+            current = self._get_event(event_id)
+        raise StorageUnavailable()
+
     async def update_event(self, event_id: str, changes: Mapping[str, Any],
                            if_versions: Collection[int] | None = None) -> Change:
-        def update() -> Change:
-            current = self._get_event(event_id)
-            for _ in range(UPDATE_ATTEMPTS):
-                check_versions(current, if_versions)
-                updated = current.updated(changes)
-                seq = self._record_change(current.department_id, "put", event_id,
-                                          lambda n: dataclasses.replace(updated, seq=n))
-                event = dataclasses.replace(updated, seq=seq)
-                try:
-                    self.client.put_item(TableName=self.events_table, Item=to_item(event.to_dict()),
-                                         ConditionExpression="version = :seen",
-                                         ExpressionAttributeValues=to_item({":seen": current.version}))
-                    return Change(EVENT_UPDATED, event, seq)
-                except botocore.exceptions.ClientError as exc:
-                    if error_code(exc) != "ConditionalCheckFailedException":
-                        raise
-                # Another server changed (or deleted) it between our read and write: again.
-                self._void_change(current.department_id, seq, event_id)
-                current = self._get_event(event_id)
-            raise StorageUnavailable()
-
-        event = await self._read(lambda: self._get_event(event_id))
-        await self._with_feed(event.department_id)
-        return await self._write(update)
+        await self._with_feed((await self.get_event(event_id)).department_id)
+        _, event, seq = await self._write(lambda: self._change_event(event_id, if_versions,
+                                                                     lambda current: current.updated(changes)))
+        return Change(Kind.EVENT_UPDATED, event, seq)
 
     async def delete_event(self, event_id: str, if_versions: Collection[int] | None = None) -> Change:
-        def delete() -> Change:
-            current = self._get_event(event_id)
-            for _ in range(UPDATE_ATTEMPTS):
-                check_versions(current, if_versions)
-                seq = self._record_change(current.department_id, "delete", event_id, lambda n: None)
-                try:
-                    self.client.delete_item(TableName=self.events_table,
-                                            Key=to_item({"id": event_id, "department_id": current.department_id}),
-                                            ConditionExpression="version = :seen",
-                                            ExpressionAttributeValues=to_item({":seen": current.version}))
-                    return Change(EVENT_DELETED, current, seq)
-                except botocore.exceptions.ClientError as exc:
-                    if error_code(exc) != "ConditionalCheckFailedException":
-                        raise
-                self._void_change(current.department_id, seq, event_id)
-                current = self._get_event(event_id)
-            raise StorageUnavailable()
-
-        event = await self._read(lambda: self._get_event(event_id))
-        await self._with_feed(event.department_id)
-        return await self._write(delete)
+        await self._with_feed((await self.get_event(event_id)).department_id)
+        event, _, seq = await self._write(lambda: self._change_event(event_id, if_versions, lambda current: None))
+        return Change(Kind.EVENT_DELETED, event, seq)
 
     # -- bulk import ----------------------------------------------------------------------
     async def import_departments(self, records: Sequence[Department]) -> list[str]:

@@ -19,12 +19,17 @@ from storage.records import Department, Event
 #: Storage takes `limit=None` as "no limit"; the protocol layer applies this cap.
 MAX_PAGE = 1000
 
-DEPARTMENT_CREATED = "department_created"
-DEPARTMENT_UPDATED = "department_updated"
-DEPARTMENT_DELETED = "department_deleted"
-EVENT_CREATED = "event_created"
-EVENT_UPDATED = "event_updated"
-EVENT_DELETED = "event_deleted"
+
+
+class Kind:
+    """What a change did; also the name of the push it becomes."""
+
+    DEPARTMENT_CREATED = "department_created"
+    DEPARTMENT_UPDATED = "department_updated"
+    DEPARTMENT_DELETED = "department_deleted"
+    EVENT_CREATED = "event_created"
+    EVENT_UPDATED = "event_updated"
+    EVENT_DELETED = "event_deleted"
 
 
 @dataclass(frozen=True)
@@ -188,7 +193,7 @@ class StoredCreate:
         """The kept answer, or `IdempotencyMismatch` when the key came with another body."""
         if key.fingerprint != self.fingerprint:
             raise IdempotencyMismatch()
-        record_class = Department if self.kind == DEPARTMENT_CREATED else Event
+        record_class = Department if self.kind == Kind.DEPARTMENT_CREATED else Event
         record = record_class.from_dict(self.record)
         return Change(self.kind, record, getattr(record, "seq", 0), replayed=True)
 

@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
 from storage.base import BackendOptions
 from storage.book import DepartmentBook, check_versions, kept_create
@@ -29,20 +29,7 @@ from storage.errors import (
     StorageSetupError,
     StorageUnavailable,
 )
-from storage.feed import (
-    DEPARTMENT_CREATED,
-    DEPARTMENT_DELETED,
-    DEPARTMENT_UPDATED,
-    EVENT_CREATED,
-    EVENT_DELETED,
-    EVENT_UPDATED,
-    Change,
-    Cursor,
-    FeedPage,
-    FeedState,
-    IdempotencyKey,
-    StoredCreate,
-)
+from storage.feed import Change, Cursor, FeedPage, FeedState, IdempotencyKey, Kind, StoredCreate
 from storage.records import Department, Event, import_outcome, name_taken
 from storage.threaded import ThreadedStorage
 
@@ -237,7 +224,7 @@ class JsonStorage(ThreadedStorage):
                 return stored.replay(idempotency)
             self._check_name_free(name)
             book = DepartmentBook(Department.new(name, description))
-            change = Change(DEPARTMENT_CREATED, book.department)
+            change = Change(Kind.DEPARTMENT_CREATED, book.department)
             creates = dict(self._department_creates)
             if idempotency is not None:
                 creates[idempotency.name] = StoredCreate.of(idempotency, change)
@@ -256,7 +243,7 @@ class JsonStorage(ThreadedStorage):
                 self._check_name_free(changes["name"], department_id)
             book.department = book.department.updated(changes)
             self._save_departments({**self._books, department_id: book}, self._department_creates)
-            return Change(DEPARTMENT_UPDATED, book.department)
+            return Change(Kind.DEPARTMENT_UPDATED, book.department)
 
         return await self._call(update)
 
@@ -269,7 +256,7 @@ class JsonStorage(ThreadedStorage):
             for event_id in book.events:
                 del self._event_department[event_id]
             self._events_file(department_id).unlink(missing_ok=True)
-            return Change(DEPARTMENT_DELETED, book.department)
+            return Change(Kind.DEPARTMENT_DELETED, book.department)
 
         return await self._call(delete)
 
@@ -294,7 +281,7 @@ class JsonStorage(ThreadedStorage):
             if stored is not None:
                 return stored.replay(idempotency)
             event = book.put(Event.new(department_id, fields))
-            change = Change(EVENT_CREATED, event, event.seq)
+            change = Change(Kind.EVENT_CREATED, event, event.seq)
             if idempotency is not None:
                 book.creates[idempotency.name] = StoredCreate.of(idempotency, change)
             self._save_book(book)
@@ -310,7 +297,7 @@ class JsonStorage(ThreadedStorage):
             book = self._books[current.department_id].copy()
             event = book.put(current.updated(changes))
             self._save_book(book)
-            return Change(EVENT_UPDATED, event, event.seq)
+            return Change(Kind.EVENT_UPDATED, event, event.seq)
 
         return await self._call(update)
 
@@ -321,7 +308,7 @@ class JsonStorage(ThreadedStorage):
             book = self._books[event.department_id].copy()
             tombstone = book.remove(event_id)
             self._save_book(book)
-            return Change(EVENT_DELETED, event, tombstone.seq)
+            return Change(Kind.EVENT_DELETED, event, tombstone.seq)
 
         return await self._call(delete)
 

@@ -11,20 +11,7 @@ from typing import Any, Collection, Mapping, Sequence
 from storage.base import Storage
 from storage.book import DepartmentBook, check_versions, kept_create
 from storage.errors import DepartmentNotFound, DuplicateDepartmentName, EventNotFound
-from storage.feed import (
-    DEPARTMENT_CREATED,
-    DEPARTMENT_DELETED,
-    DEPARTMENT_UPDATED,
-    EVENT_CREATED,
-    EVENT_DELETED,
-    EVENT_UPDATED,
-    Change,
-    Cursor,
-    FeedPage,
-    FeedState,
-    IdempotencyKey,
-    StoredCreate,
-)
+from storage.feed import Change, Cursor, FeedPage, FeedState, IdempotencyKey, Kind, StoredCreate
 from storage.records import Department, Event, import_outcome, name_taken
 
 
@@ -78,7 +65,7 @@ class MemoryStorage(Storage):
         self._check_name_free(name)
         department = Department.new(name, description)
         self._books[department.id] = DepartmentBook(department)
-        change = Change(DEPARTMENT_CREATED, department)
+        change = Change(Kind.DEPARTMENT_CREATED, department)
         if idempotency is not None:
             self._department_creates[idempotency.name] = StoredCreate.of(idempotency, change)
         return change
@@ -88,14 +75,14 @@ class MemoryStorage(Storage):
         if "name" in changes:
             self._check_name_free(changes["name"], department_id)
         book.department = book.department.updated(changes)
-        return Change(DEPARTMENT_UPDATED, book.department)
+        return Change(Kind.DEPARTMENT_UPDATED, book.department)
 
     async def delete_department(self, department_id: str) -> Change:
         book = self._book(department_id)
         del self._books[department_id]
         for event_id in book.events:
             del self._event_department[event_id]
-        return Change(DEPARTMENT_DELETED, book.department)
+        return Change(Kind.DEPARTMENT_DELETED, book.department)
 
     # events
     async def list_events(
@@ -115,7 +102,7 @@ class MemoryStorage(Storage):
             return stored.replay(idempotency)
         event = book.put(Event.new(department_id, fields))
         self._event_department[event.id] = department_id
-        change = Change(EVENT_CREATED, event, event.seq)
+        change = Change(Kind.EVENT_CREATED, event, event.seq)
         if idempotency is not None:
             book.creates[idempotency.name] = StoredCreate.of(idempotency, change)
         return change
@@ -125,14 +112,14 @@ class MemoryStorage(Storage):
         current = self._event(event_id)
         check_versions(current, if_versions)
         event = self._books[current.department_id].put(current.updated(changes))
-        return Change(EVENT_UPDATED, event, event.seq)
+        return Change(Kind.EVENT_UPDATED, event, event.seq)
 
     async def delete_event(self, event_id: str, if_versions: Collection[int] | None = None) -> Change:
         event = self._event(event_id)
         check_versions(event, if_versions)
         tombstone = self._books[event.department_id].remove(event_id)
         del self._event_department[event_id]
-        return Change(EVENT_DELETED, event, tombstone.seq)
+        return Change(Kind.EVENT_DELETED, event, tombstone.seq)
 
     # the feed
     async def feed_state(self, department_id: str) -> FeedState:

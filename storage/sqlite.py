@@ -23,17 +23,12 @@ from storage.errors import (
     VersionConflict,
 )
 from storage.feed import (
-    DEPARTMENT_CREATED,
-    DEPARTMENT_DELETED,
-    DEPARTMENT_UPDATED,
-    EVENT_CREATED,
-    EVENT_DELETED,
-    EVENT_UPDATED,
     Change,
     Cursor,
     FeedPage,
     FeedState,
     IdempotencyKey,
+    Kind,
     StoredCreate,
     Tombstone,
     changes_page,
@@ -279,7 +274,7 @@ class SqliteStorage(ThreadedStorage):
                            _department_row(department))
             except sqlite3.IntegrityError:
                 raise DuplicateDepartmentName() from None
-            change = Change(DEPARTMENT_CREATED, department)
+            change = Change(Kind.DEPARTMENT_CREATED, department)
             self._keep(db, idempotency, change, None)
             return change
 
@@ -293,7 +288,7 @@ class SqliteStorage(ThreadedStorage):
                            (department.name, department.description, department.updated_at, department_id))
             except sqlite3.IntegrityError:
                 raise DuplicateDepartmentName() from None
-            return Change(DEPARTMENT_UPDATED, department)
+            return Change(Kind.DEPARTMENT_UPDATED, department)
 
         return await self._transaction(update)
 
@@ -302,7 +297,7 @@ class SqliteStorage(ThreadedStorage):
             department = self._department(db, department_id)
             db.execute("DELETE FROM events WHERE department_id = ?", (department_id,))
             db.execute("DELETE FROM departments WHERE id = ?", (department_id,))
-            return Change(DEPARTMENT_DELETED, department)
+            return Change(Kind.DEPARTMENT_DELETED, department)
 
         return await self._transaction(delete)
 
@@ -341,7 +336,7 @@ class SqliteStorage(ThreadedStorage):
                 return stored.replay(idempotency)
             event = dataclasses.replace(Event.new(department_id, fields), seq=self._next_seq(db, department_id))
             db.execute(f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", _event_row(event))
-            change = Change(EVENT_CREATED, event, event.seq)
+            change = Change(Kind.EVENT_CREATED, event, event.seq)
             self._keep(db, idempotency, change, department_id)
             return change
 
@@ -370,7 +365,7 @@ class SqliteStorage(ThreadedStorage):
             ).rowcount
             if not written:
                 raise VersionConflict(current)  # the transaction rolls back the seq taken
-            return Change(EVENT_UPDATED, event, event.seq)
+            return Change(Kind.EVENT_UPDATED, event, event.seq)
 
         return await self._transaction(update)
 
@@ -384,7 +379,7 @@ class SqliteStorage(ThreadedStorage):
             seq = self._next_seq(db, event.department_id)
             db.execute("INSERT INTO tombstones (department_id, seq, id, deleted_at) VALUES (?, ?, ?, ?)",
                        (event.department_id, seq, event_id, time.time()))
-            return Change(EVENT_DELETED, event, seq)
+            return Change(Kind.EVENT_DELETED, event, seq)
 
         return await self._transaction(delete)
 

@@ -13,6 +13,7 @@ from tornado.testing import bind_unused_port
 from server.app import make_app
 from server.hub import Hub
 from storage.errors import DuplicateDepartmentName
+from storage.feed import Cursor
 from tests.backends import dynamo_options, make_dynamo
 from tests.client import SyncClient, api
 from tests.process import ServerProcess, run_cli
@@ -336,3 +337,43 @@ async def test_unprocessed_batch_items_are_retried(dynamo):
     (await dynamo.delete_department(department.id)).record
     assert len(calls) >= 3
     assert dynamo.client.scan(TableName=dynamo.events_table)["Count"] == 0
+
+
+async def test_two_servers_editing_one_event_keep_the_feed_whole(moto_server):
+    """Each server writes on its own thread; between them only DynamoDB's conditions decide.
+    A change that loses the race is recorded as a noop and redone on what is there now."""
+    options = dynamo_options(moto_server)
+    first, second = make_dynamo(options), make_dynamo(options)
+    await first.create_tables()
+    try:
+        department = (await first.create_department("개발팀")).record
+        event = (await first.create_event(department.id, {"event_date": "2024-01-20", "title": "회의"})).record
+        results = await asyncio.gather(*(storage.update_event(event.id, {"title": f"{i}"}, if_versions={1})
+                                         for i, storage in enumerate([first, second] * 4)), return_exceptions=True)
+        assert sum(type(r).__name__ == "Change" for r in results) == 1
+        assert all(type(r).__name__ in ("Change", "VersionConflict") for r in results)
+        await asyncio.gather(*(storage.update_event(event.id, {"description": f"{i}"})
+                               for i, storage in enumerate([first, second] * 3)))
+        stored = await first.get_event(event.id)
+        assert stored.version == 8
+        page = await second.read_feed(department.id)
+        assert list(page.events) == [stored] and page.events[0].seq == stored.seq == page.seq
+        changes = await second.read_feed(department.id, Cursor(1, department.epoch))
+        assert [e.version for e in changes.events] == [8]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_seq_left_unwritten_by_a_dead_writer_is_closed(dynamo, monkeypatch):
+    monkeypatch.setattr("storage.dynamodb.HOLE_WAIT_SECONDS", 0.3)
+    department = (await dynamo.create_department("개발팀")).record
+    first = (await dynamo.create_event(department.id, {"event_date": "2024-01-20", "title": "하나"})).record
+    dynamo._take_seq(department.id)  # a server counted seq 2, then died before writing it
+    third = (await dynamo.create_event(department.id, {"event_date": "2024-01-21", "title": "셋"})).record
+    assert third.seq == 3
+    page = await dynamo.read_feed(department.id, Cursor(1, department.epoch))
+    assert (page.seq, [e.id for e in page.events]) == (3, [third.id])
+    full = await dynamo.read_feed(department.id)
+    assert (full.seq, [e.id for e in full.events]) == (3, [first.id, third.id])
+    assert (await dynamo.feed_state(department.id)).seq == 3

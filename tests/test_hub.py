@@ -5,22 +5,14 @@ import dataclasses
 import json
 
 from server.hub import Hub, Push, push_of
-from storage.feed import (
-    DEPARTMENT_CREATED,
-    DEPARTMENT_DELETED,
-    DEPARTMENT_UPDATED,
-    EVENT_CREATED,
-    EVENT_DELETED,
-    EVENT_UPDATED,
-    Change,
-)
+from storage.feed import Change, Kind
 from storage.records import Department, Event
 
 DEPARTMENT = Department.new("개발팀")
 EVENT = Event.new(DEPARTMENT.id, {"event_date": "2024-01-20", "title": "회의"})
 
 
-def event_change(kind: str = EVENT_CREATED, seq: int = 1, department_id: str = DEPARTMENT.id) -> Change:
+def event_change(kind: str = Kind.EVENT_CREATED, seq: int = 1, department_id: str = DEPARTMENT.id) -> Change:
     return Change(kind, dataclasses.replace(EVENT, seq=seq, department_id=department_id), seq)
 
 
@@ -51,13 +43,13 @@ def joined(hub: Hub, room: str, *members: Member) -> None:
 
 def test_each_kind_of_change_has_its_room_event_and_payload():
     department = dataclasses.replace(DEPARTMENT, seq=3)
-    assert push_of(Change(DEPARTMENT_CREATED, department)) == (None, "department_created", department.to_dict())
-    assert push_of(Change(DEPARTMENT_UPDATED, department)) == (None, "department_updated", department.to_dict())
-    assert push_of(Change(DEPARTMENT_DELETED, department)) == (None, "department_deleted", {"id": department.id})
-    created = event_change(EVENT_CREATED, 4)
+    assert push_of(Change(Kind.DEPARTMENT_CREATED, department)) == (None, "department_created", department.to_dict())
+    assert push_of(Change(Kind.DEPARTMENT_UPDATED, department)) == (None, "department_updated", department.to_dict())
+    assert push_of(Change(Kind.DEPARTMENT_DELETED, department)) == (None, "department_deleted", {"id": department.id})
+    created = event_change(Kind.EVENT_CREATED, 4)
     assert push_of(created) == (DEPARTMENT.id, "event_created", created.record.to_dict())
-    assert push_of(event_change(EVENT_UPDATED, 5))[1:] == ("event_updated", event_change(EVENT_UPDATED, 5).record.to_dict())
-    assert push_of(event_change(EVENT_DELETED, 6)) == (
+    assert push_of(event_change(Kind.EVENT_UPDATED, 5))[1:] == ("event_updated", event_change(Kind.EVENT_UPDATED, 5).record.to_dict())
+    assert push_of(event_change(Kind.EVENT_DELETED, 6)) == (
         DEPARTMENT.id, "event_deleted", {"id": EVENT.id, "department_id": DEPARTMENT.id, "seq": 6})
 
 
@@ -79,14 +71,14 @@ def test_rooms_are_separate_and_department_changes_reach_everyone():
     joined(hub, "two", b)
     hub.publish(event_change(department_id="one"))
     assert (len(a.pushes), len(b.pushes), len(lobby.pushes)) == (1, 0, 0)
-    hub.publish(Change(DEPARTMENT_CREATED, DEPARTMENT))
+    hub.publish(Change(Kind.DEPARTMENT_CREATED, DEPARTMENT))
     assert (len(a.pushes), len(b.pushes), len(lobby.pushes)) == (2, 1, 1)
 
 
 def test_a_deleted_department_closes_its_room():
     hub, member = Hub(), Member()
     joined(hub, DEPARTMENT.id, member)
-    hub.publish(Change(DEPARTMENT_DELETED, DEPARTMENT))
+    hub.publish(Change(Kind.DEPARTMENT_DELETED, DEPARTMENT))
     assert member.frames()[-1] == {"event": "department_deleted", "data": {"id": DEPARTMENT.id}}
     assert hub.members(DEPARTMENT.id) == 0 and hub.members() == 1
 
@@ -97,10 +89,10 @@ def test_joining_holds_pushes_and_releases_only_those_after_the_catch_up():
     hub.add(member)
     hub.join(DEPARTMENT.id, member)
     for seq in (1, 2, 3):  # stored while the catch-up is read; the catch-up covers 1 and 2
-        hub.publish(event_change(EVENT_UPDATED, seq))
+        hub.publish(event_change(Kind.EVENT_UPDATED, seq))
     assert member.pushes == [] and len(other.pushes) == 3
     hub.go_live(DEPARTMENT.id, member, 2)
-    hub.publish(event_change(EVENT_UPDATED, 4))
+    hub.publish(event_change(Kind.EVENT_UPDATED, 4))
     assert [push.seq for push in member.pushes] == [3, 4]
 
 
@@ -159,6 +151,6 @@ def test_a_catch_up_ahead_of_the_pushes_is_not_repeated_by_them():
     hub.join(DEPARTMENT.id, late)
     hub.go_live(DEPARTMENT.id, late, 3)  # its catch-up held 2 and 3, not yet published
     for seq in (2, 3, 4):
-        hub.publish(event_change(EVENT_UPDATED, seq))
+        hub.publish(event_change(Kind.EVENT_UPDATED, seq))
     assert [push.seq for push in late.pushes] == [4]
     assert [push.seq for push in live.pushes] == [1, 2, 3, 4]

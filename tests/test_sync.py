@@ -189,7 +189,7 @@ async def test_seq_is_consecutive_and_carried_by_records_and_pushes(http_server_
 
 async def test_incremental_answers_with_tombstones(http_server_client, connect):
     department = await make_department(http_server_client)
-    epoch, base = department["epoch"], f"/api/events/{department['id']}"
+    epoch = department["epoch"]
     kept = await make_event(http_server_client, department["id"], title="남음")
     gone = await make_event(http_server_client, department["id"], title="지움")
     cursor = (await events_of(http_server_client, department["id"]))["seq"]

@@ -12,18 +12,7 @@ from storage.errors import (
     IdempotencyMismatch,
     VersionConflict,
 )
-from storage.feed import (
-    DEPARTMENT_CREATED,
-    DEPARTMENT_DELETED,
-    DEPARTMENT_UPDATED,
-    EVENT_CREATED,
-    EVENT_DELETED,
-    EVENT_UPDATED,
-    Change,
-    Cursor,
-    IdempotencyKey,
-    Tombstone,
-)
+from storage.feed import Change, Cursor, IdempotencyKey, Kind, Tombstone
 from storage.records import Event
 
 MEETING = {"event_date": "2024-01-20", "title": "팀 회의", "description": "", "time": "", "url": ""}
@@ -35,21 +24,21 @@ def key(name: str = "k", fields: dict | None = None, scope: str = "/api/events/x
 
 async def test_writes_return_their_change(storage):
     created = await storage.create_department("개발팀")
-    assert (created.kind, created.seq, created.replayed) == (DEPARTMENT_CREATED, 0, False)
+    assert (created.kind, created.seq, created.replayed) == (Kind.DEPARTMENT_CREATED, 0, False)
     department = created.record
     assert (department.seq, len(department.epoch) > 0) == (0, True)
     event_change = await storage.create_event(department.id, MEETING)
-    assert (event_change.kind, event_change.seq, event_change.record.seq) == (EVENT_CREATED, 1, 1)
+    assert (event_change.kind, event_change.seq, event_change.record.seq) == (Kind.EVENT_CREATED, 1, 1)
     assert event_change.department_id == department.id
     updated = await storage.update_event(event_change.record.id, {"title": "둘"})
-    assert (updated.kind, updated.seq, updated.record.title, updated.record.version) == (EVENT_UPDATED, 2, "둘", 2)
+    assert (updated.kind, updated.seq, updated.record.title, updated.record.version) == (Kind.EVENT_UPDATED, 2, "둘", 2)
     deleted = await storage.delete_event(event_change.record.id)
-    assert (deleted.kind, deleted.seq, deleted.record) == (EVENT_DELETED, 3, updated.record)
+    assert (deleted.kind, deleted.seq, deleted.record) == (Kind.EVENT_DELETED, 3, updated.record)
     renamed = await storage.update_department(department.id, {"name": "플랫폼팀"})
     assert (renamed.kind, renamed.record.name, renamed.record.seq, renamed.record.epoch) == (
-        DEPARTMENT_UPDATED, "플랫폼팀", 3, department.epoch)
+        Kind.DEPARTMENT_UPDATED, "플랫폼팀", 3, department.epoch)
     gone = await storage.delete_department(department.id)
-    assert (gone.kind, gone.record.id) == (DEPARTMENT_DELETED, department.id)
+    assert (gone.kind, gone.record.id) == (Kind.DEPARTMENT_DELETED, department.id)
 
 
 async def test_update_department_keeps_names_unique(storage):
@@ -159,7 +148,7 @@ async def test_idempotent_creates(storage):
     department = first.record
     made = await storage.create_event(department.id, MEETING, key())
     repeat = await storage.create_event(department.id, MEETING, key())
-    assert (repeat.replayed, repeat.record, repeat.record.seq, repeat.kind) == (True, made.record, 1, EVENT_CREATED)
+    assert (repeat.replayed, repeat.record, repeat.record.seq, repeat.kind) == (True, made.record, 1, Kind.EVENT_CREATED)
     with pytest.raises(IdempotencyMismatch):
         await storage.create_event(department.id, {**MEETING, "title": "다른"}, key(fields={**MEETING, "title": "다른"}))
     assert len(await storage.list_events(department.id)) == 1
