@@ -18,11 +18,14 @@ from server.hub import Broker
 from storage.base import Storage
 from storage.errors import (
     CalsyncError,
+    Conflict,
+    Forbidden,
     InvalidJson,
     MethodNotAllowed,
     NotFound,
     StorageUnavailable,
     TooLarge,
+    Unauthorized,
     ValidationFailed,
     VersionConflict,
 )
@@ -33,11 +36,31 @@ log = logging.getLogger("calsync.http")
 # Errors Tornado raises itself, by status, as contract errors.
 HTTP_STATUS_ERRORS: dict[int, type[CalsyncError]] = {
     400: ValidationFailed,
+    401: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     405: MethodNotAllowed,
+    409: Conflict,
     413: TooLarge,
     503: StorageUnavailable,
 }
+
+
+def error_for_status(status: int) -> CalsyncError:
+    """The contract error for a bare HTTP status (Tornado's `HTTPError`, a bug's 500): a
+    status without an error of its own keeps its status, and says what kind it is."""
+    if status in HTTP_STATUS_ERRORS:
+        return HTTP_STATUS_ERRORS[status]()
+    if 400 <= status < 500:
+        error = ValidationFailed("요청을 처리할 수 없습니다.")
+        error.status = status
+        return error
+    return CalsyncError()
+
+
+# What browsers from an allowed origin may send, and may read of an answer (contract 9.2).
+CORS_REQUEST_HEADERS = "Authorization, Content-Type, If-Match, If-None-Match, Idempotency-Key"
+CORS_RESPONSE_HEADERS = "ETag, Idempotent-Replayed"
 
 
 def to_json(document: Any) -> str:
@@ -88,6 +111,7 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
         origin = self.request.headers.get("Origin")
         if origin and origin_allowed(origin, self.request.host, self.settings["allowed_origins"]):
             self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Access-Control-Expose-Headers", CORS_RESPONSE_HEADERS)
             self.set_header("Vary", "Origin")
 
     def prepare(self) -> None:
@@ -102,9 +126,13 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
         self._body += chunk
 
     def options(self, *args: str) -> None:
-        """CORS preflight: allowed origins (see `set_default_headers`) may use every method."""
+        """CORS preflight: 204 for an allowed origin (see `set_default_headers`), 403 for any
+        other; a request without `Origin` is no preflight and is simply answered."""
+        origin = self.request.headers.get("Origin")
+        if origin and not origin_allowed(origin, self.request.host, self.settings["allowed_origins"]):
+            raise Forbidden()
         self.set_header("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
-        self.set_header("Access-Control-Allow-Headers", "Content-Type, If-Match, If-None-Match, Idempotency-Key")
+        self.set_header("Access-Control-Allow-Headers", CORS_REQUEST_HEADERS)
         self.set_header("Access-Control-Max-Age", "600")
         self.set_status(204)
         self.finish()
@@ -139,7 +167,7 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if not isinstance(exc, CalsyncError):  # Tornado's HTTPError, or a bug (500)
-            exc = HTTP_STATUS_ERRORS.get(status_code, CalsyncError)()
+            exc = error_for_status(status_code)
         body = {"success": False, "message": exc.message, "code": exc.code}
         if exc.errors:
             body["errors"] = exc.errors

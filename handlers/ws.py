@@ -2,7 +2,7 @@
 
     {"event": "join_department", "data": {"department_id": "..."}, "id": 7}
 
-The handler is thin: open registers with the hub, a message is parsed and dispatched to
+The handler is thin: open registers with the broker, a message is parsed and dispatched to
 one method per client event, close leaves every room. Errors become `error` frames in
 one place (`reply_error`) and the connection stays open. Frames over
 `server.max_message_bytes` are closed by Tornado with 1009.
@@ -83,7 +83,7 @@ def _valid_id(value: Any) -> bool:
 
 
 class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
-    """One client connection: a member of the hub, and its requests answered in order."""
+    """One client connection: a member of the broker's rooms, and its requests answered in order."""
 
     def check_origin(self, origin: str) -> bool:
         """Browsers from our own origin or a listed one; clients without Origin always pass."""

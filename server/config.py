@@ -150,7 +150,10 @@ class _SectionReader:
         for name, f in fields.items():
             raw = section[name] if name in section else _default(f)
             values[name] = self.value(hints[name], raw, f"{key}.{name}", f.metadata)
-        return cls(**values)
+        try:
+            return cls(**values)
+        except (ValueError, TypeError) as exc:  # the options' own check (`__post_init__`)
+            self.fail(key, str(exc))
 
     def value(self, kind: Any, raw: Any, key: str, limits: Mapping[str, int] | None = None) -> Any:
         if isinstance(raw, str):
@@ -223,9 +226,13 @@ class _SectionReader:
 
 
 def _default(f: dataclasses.Field) -> Any:
+    """An option's value when the file leaves it out. An option with `metadata={"env": NAME}`
+    takes `$NAME` when that is set and not empty (as `${NAME:-default}` would)."""
     if f.default_factory is not dataclasses.MISSING:
         return f.default_factory()
     default = f.default
+    if "env" in f.metadata:
+        default = os.environ.get(f.metadata["env"]) or default
     if isinstance(default, Path):
         return str(default)
     if isinstance(default, tuple):

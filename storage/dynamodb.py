@@ -123,11 +123,13 @@ def error_code(exc: BaseException) -> str:
 
 @dataclass(frozen=True)
 class DynamoOptions(BackendOptions):
-    region: str = "${AWS_REGION:-ap-northeast-2}"
-    endpoint_url: str = "${DYNAMODB_ENDPOINT_URL:-}"
-    departments_table: str = "${DEPARTMENTS_TABLE:-departments}"
-    events_table: str = "${EVENTS_TABLE:-events}"
-    changes_table: str = "${CHANGES_TABLE:-changes}"
+    # Left out of the config file, these come from the environment variable named, when set
+    # (read by the config loader at start; built in code, the plain default holds).
+    region: str = field(default="ap-northeast-2", metadata={"env": "AWS_REGION"})
+    endpoint_url: str = field(default="", metadata={"env": "DYNAMODB_ENDPOINT_URL"})
+    departments_table: str = field(default="departments", metadata={"env": "DEPARTMENTS_TABLE"})
+    events_table: str = field(default="events", metadata={"env": "EVENTS_TABLE"})
+    changes_table: str = field(default="changes", metadata={"env": "CHANGES_TABLE"})
     #: PAY_PER_REQUEST (on-demand) or PROVISIONED, used by `create-tables`.
     billing_mode: str = "PAY_PER_REQUEST"
     read_capacity: int = field(default=10, metadata={"min": 1})

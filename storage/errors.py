@@ -42,6 +42,18 @@ class ValidationFailed(CalsyncError):
     message = "입력값이 올바르지 않습니다."
 
 
+class Unauthorized(CalsyncError):
+    status = 401
+    code = "unauthorized"
+    message = "인증이 필요합니다."
+
+
+class Forbidden(CalsyncError):
+    status = 403
+    code = "forbidden"
+    message = "권한이 없습니다."
+
+
 class NotFound(CalsyncError):
     status = 404
     code = "not_found"

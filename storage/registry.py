@@ -25,13 +25,18 @@ def known_backends() -> list[str]:
 def load_backend(name: str) -> type[Storage]:
     matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
     if matches:
-        cls = matches[0].load()
+        try:
+            cls = matches[0].load()
+        except Exception as exc:  # ImportError inside the plugin, a missing driver, a syntax error
+            raise UnknownBackend(f"storage backend '{name}' ({matches[0].value}) cannot be loaded:"
+                                 f" {type(exc).__name__}: {exc}") from None
     elif ":" in name:
         module_name, _, class_name = name.partition(":")
         try:
             module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise UnknownBackend(f"storage backend '{name}': cannot import {module_name} ({exc})") from None
+        except Exception as exc:  # not found, or broken inside
+            raise UnknownBackend(f"storage backend '{name}': cannot import {module_name}"
+                                 f" ({type(exc).__name__}: {exc})") from None
         cls = getattr(module, class_name, None)
         if cls is None:
             raise UnknownBackend(f"storage backend '{name}': {module_name} has no class {class_name}")

@@ -258,3 +258,22 @@ async def test_cors_for_allowed_origin_only(http_server_client, app):
     response = await http_server_client.fetch("/api/departments", method="OPTIONS",
                                               headers={"Origin": "https://calendar.example"})
     assert response.code == 204 and "PUT" in response.headers["Access-Control-Allow-Methods"]
+
+
+async def test_preflight_allows_the_sync_headers_for_allowed_origins_and_refuses_others(http_server_client, app):
+    app.settings["allowed_origins"] = ("https://calendar.example",)
+    department = await make_department(http_server_client)
+    for path in ("/api/departments", f"/api/events/{department['id']}", f"/api/departments/{department['id']}"):
+        response = await http_server_client.fetch(path, method="OPTIONS", headers={
+            "Origin": "https://calendar.example", "Access-Control-Request-Method": "PUT",
+            "Access-Control-Request-Headers": "authorization, if-match, idempotency-key"})
+        assert response.code == 204 and response.headers["Access-Control-Allow-Origin"] == "https://calendar.example"
+        allowed = {h.strip().lower() for h in response.headers["Access-Control-Allow-Headers"].split(",")}
+        assert allowed >= {"authorization", "content-type", "if-match", "if-none-match", "idempotency-key"}
+        status, body = await api(http_server_client, "OPTIONS", path, headers={"Origin": "https://evil.example"})
+        assert (status, body["code"], body["message"]) == (403, "forbidden", "권한이 없습니다.")
+    # an allowed page can read the headers it needs
+    response = await http_server_client.fetch(f"/api/events/{department['id']}", method="POST",
+                                              body=json.dumps(MEETING), headers={"Origin": "https://calendar.example"})
+    exposed = {h.strip() for h in response.headers["Access-Control-Expose-Headers"].split(",")}
+    assert exposed >= {"ETag", "Idempotent-Replayed"}

@@ -1,0 +1,84 @@
+"""Bad input anywhere gets a clear answer: errors Tornado raises itself, backend options that
+fail their own check, plugins that fail to import, options built in code."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import tornado.httpserver
+import tornado.web
+from pytest_tornasync.plugin import AsyncHTTPServerClient
+from tornado.testing import bind_unused_port
+
+from handlers.base import ApiHandler
+from server.config import ConfigError, load_config
+from storage.dynamodb import DynamoOptions
+from tests.client import api
+from tests.process import run_cli
+from tests.test_cli import assert_one_line_exit_2, write_config
+
+
+class RaisesStatus(ApiHandler):
+    def get(self, status: str) -> None:
+        raise tornado.web.HTTPError(int(status))
+
+
+@pytest.mark.parametrize("status, code", [(400, "validation_error"), (401, "unauthorized"), (403, "forbidden"),
+                                          (409, "conflict"), (411, "validation_error"), (415, "validation_error"),
+                                          (418, "validation_error"), (431, "validation_error"),
+                                          (500, "internal"), (502, "internal"), (503, "storage_unavailable")])
+async def test_any_http_error_is_the_contract_json(status, code):
+    sock, port = bind_unused_port()
+    app = tornado.web.Application([(r"/status/(\d+)", RaisesStatus)], allowed_origins=(), max_body_bytes=1024)
+    server = tornado.httpserver.HTTPServer(app)
+    server.add_sockets([sock])
+    client = AsyncHTTPServerClient(http_server=server, force_instance=True)
+    try:
+        answered, body = await api(client, "GET", f"/status/{status}")
+    finally:
+        client.close()
+        server.stop()
+    assert answered == (500 if status in (500, 502) else status)
+    assert body["success"] is False and body["code"] == code and body["message"]
+
+
+def test_a_backend_option_that_fails_its_own_check_is_one_line(tmp_path):
+    for chosen in ("dynamodb", "sqlite"):  # checked even when another backend is chosen
+        path = write_config(tmp_path, f"storage:\n  backend: {chosen}\n  dynamodb:\n    billing_mode: FOO\n")
+        with pytest.raises(ConfigError) as error:
+            load_config(str(path))
+        assert str(error.value).endswith(
+            "calsync.yaml: storage.dynamodb: billing_mode must be PAY_PER_REQUEST or PROVISIONED")
+    assert_one_line_exit_2(run_cli("serve", "--config", str(path)), "storage.dynamodb: billing_mode must be")
+
+
+BROKEN_PLUGIN = {
+    "brokenstore.py": "import calsync_driver_that_is_not_installed\n",
+    "brokenstore-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: brokenstore\nVersion: 1.0\n",
+    "brokenstore-1.0.dist-info/entry_points.txt": "[calsync.storage]\nbroken = brokenstore:BrokenStorage\n",
+}
+
+
+def test_a_plugin_that_fails_to_import_is_one_line(tmp_path, monkeypatch):
+    plugins = tmp_path / "plugins"
+    for name, text in BROKEN_PLUGIN.items():
+        (plugins / name).parent.mkdir(parents=True, exist_ok=True)
+        (plugins / name).write_text(text)
+    monkeypatch.syspath_prepend(str(plugins))
+    for backend in ("broken", "brokenstore:BrokenStorage"):
+        path = write_config(tmp_path, f"storage:\n  backend: {backend}\n")
+        with pytest.raises(ConfigError) as error:
+            load_config(str(path))
+        message = str(error.value)
+        assert "calsync.yaml: storage.backend:" in message and "calsync_driver_that_is_not_installed" in message
+        assert "\n" not in message
+    result = run_cli("serve", "--config", str(path), env={**os.environ, "PYTHONPATH": str(plugins)})
+    assert_one_line_exit_2(result, "calsync_driver_that_is_not_installed")
+
+
+def test_options_built_in_code_hold_plain_defaults(monkeypatch):
+    monkeypatch.setenv("DEPARTMENTS_TABLE", "from-the-environment")
+    options = DynamoOptions()
+    assert (options.region, options.endpoint_url, options.departments_table, options.events_table,
+            options.changes_table) == ("ap-northeast-2", "", "departments", "events", "changes")
+    assert not any("${" in str(value) for value in vars(options).values())
