@@ -13,6 +13,7 @@ from typing import Any
 import tornado.web
 
 from handlers.preconditions import idempotency_key
+from server.access import OPEN, Grant, Tokens, bearer
 from server.answers import SyncAnswers
 from server.hub import Broker
 from storage.base import Storage
@@ -92,6 +93,11 @@ class ServerParts:
     def answers(self) -> SyncAnswers:
         return self.settings["answers"]
 
+    @property
+    def tokens(self) -> Tokens | None:
+        """None when `auth.mode` is `none`."""
+        return self.settings.get("tokens")
+
     def publish(self, change: Change) -> Change:
         """Hand a stored change to the broker, which alone decides who hears of it and how.
         A replayed create changed nothing and is not pushed again."""
@@ -105,6 +111,9 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
     """Bodies are streamed so an oversized one is refused (413) before it is read."""
 
     SUPPORTED_METHODS = ("GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD", "PATCH")
+    #: Routes anyone may call with auth on (`/`, `/health`, `/ready`, unknown paths).
+    open_access = False
+    grant: Grant = OPEN
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
@@ -121,6 +130,11 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
         if length is not None and length.isdigit() and int(length) > limit:
             raise TooLarge()
         self.request.connection.set_max_body_size(limit)  # a chunked body over the limit is cut off
+        if self.tokens is not None and not self.open_access and self.request.method != "OPTIONS":
+            token = bearer(self.request.headers.get("Authorization"))
+            if not token:
+                raise Unauthorized()
+            self.grant = self.tokens.verify(token)
 
     def data_received(self, chunk: bytes) -> None:
         self._body += chunk
@@ -152,7 +166,8 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
         key = idempotency_key(self.request.headers.get("Idempotency-Key"))
         if key is None:
             return None
-        return IdempotencyKey.for_request(self.request.path, key, fields, self.settings["idempotency_seconds"])
+        scope = self.request.path if self.tokens is None else f"{self.grant.sub}\n{self.request.path}"
+        return IdempotencyKey.for_request(scope, key, fields, self.settings["idempotency_seconds"])
 
     def reply(self, status_code: int = 200, /, **fields: Any) -> None:
         self.set_status(status_code)
@@ -173,6 +188,8 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
             body["errors"] = exc.errors
         if isinstance(exc, VersionConflict):
             body["event"] = exc.current.to_dict()
+        if isinstance(exc, Unauthorized):
+            self.set_header("WWW-Authenticate", "Bearer")
         if isinstance(exc, TooLarge):
             # The body was not read, so this connection cannot carry another request: say so.
             self.set_header("Connection", "close")
@@ -188,12 +205,14 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
 
 
 class NotFoundHandler(ApiHandler):
-    """Every path no route matches: a JSON 404, whatever the method.
+    """Every path no route matches: a JSON 404, whatever the method (and whoever asks).
 
     The 404 is raised once the request has been read, not in `prepare`: answering before a
     request is read makes Tornado drop the keep-alive connection, and a pooled client's next
     request on it would fail.
     """
+
+    open_access = True
 
     def _not_found(self, *args: str) -> None:
         raise NotFound()

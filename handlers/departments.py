@@ -8,9 +8,10 @@ from handlers.schemas import department_schema
 class DepartmentsHandler(ApiHandler):
     async def get(self) -> None:
         departments = await self.storage.list_departments()
-        self.reply(departments=[department.to_dict() for department in departments])
+        self.reply(departments=[d.to_dict() for d in departments if self.grant.can_read(d.id)])
 
     async def post(self) -> None:
+        self.grant.require_admin()
         fields = department_schema.parse(self.json_body())
         change = await self.storage.create_department(**fields, idempotency=self.idempotency(fields))
         self.reply_created(self.publish(change), "department")
@@ -18,15 +19,18 @@ class DepartmentsHandler(ApiHandler):
 
 class DepartmentHandler(ApiHandler):
     async def get(self, department_id: str) -> None:
+        self.grant.require_read(department_id)
         department = await self.storage.get_department(department_id)
         self.reply(department=department.to_dict())
 
     async def put(self, department_id: str) -> None:
+        self.grant.require_admin()
         changes = department_schema.parse_changes(self.json_body())
         change = self.publish(await self.storage.update_department(department_id, changes))
         self.reply(department=change.record.to_dict())
 
     async def delete(self, department_id: str) -> None:
+        self.grant.require_admin()
         self.publish(await self.storage.delete_department(department_id))
         self.reply(message="부서가 삭제되었습니다.")
 

@@ -207,9 +207,18 @@ class SyncRequestSchema(RoomSchema, CursorSchema):
     """sync_request: a room, and optionally a cursor and a page size."""
 
 
+class AuthSchema(ResourceSchema):
+    """The payload of `auth`: a token, for clients that cannot put it on the URL or a header."""
+
+    required_message = "token은 필수입니다."
+
+    token = Text(8192, required=True)
+
+
 department_schema = DepartmentSchema()
 event_schema = EventSchema()
 events_query_schema = EventsQuerySchema()
 room_schema = RoomSchema()
 join_schema = JoinSchema()
 sync_request_schema = SyncRequestSchema()
+auth_schema = AuthSchema()

@@ -9,7 +9,13 @@ from storage.errors import StorageUnavailable
 READY_TIMEOUT = 5.0
 
 
-class RootHandler(ApiHandler):
+class StatusHandler(ApiHandler):
+    """Open with auth on too: load balancers and people check these without a token."""
+
+    open_access = True
+
+
+class RootHandler(StatusHandler):
     def get(self) -> None:
         self.reply(
             status="running",
@@ -19,12 +25,12 @@ class RootHandler(ApiHandler):
         )
 
 
-class HealthHandler(ApiHandler):
+class HealthHandler(StatusHandler):
     def get(self) -> None:
         self.reply(status="ok")
 
 
-class ReadyHandler(ApiHandler):
+class ReadyHandler(StatusHandler):
     async def get(self) -> None:
         try:
             await asyncio.wait_for(self.storage.ping(), self.settings.get("ready_timeout", READY_TIMEOUT))

@@ -16,17 +16,36 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import tornado.ioloop
 import tornado.iostream
 import tornado.websocket
 
-from handlers.base import ServerParts, origin_allowed
-from handlers.schemas import join_schema, room_schema, sync_request_schema
+from handlers.base import ServerParts, origin_allowed, to_json
+from handlers.schemas import auth_schema, join_schema, room_schema, sync_request_schema
+from server.access import OPEN, Grant, bearer
 from server.answers import Answer
+from server.config import LimitsConfig
 from server.hub import Push, encode_frame
-from storage.errors import CalsyncError, InvalidJson, InvalidMessage, UnknownEvent
+from server.ratelimit import TokenBucket
+from storage.errors import (
+    CalsyncError,
+    InvalidJson,
+    InvalidMessage,
+    LimitExceeded,
+    RateLimited,
+    ServerBusy,
+    Unauthorized,
+    UnknownEvent,
+)
 
 log = logging.getLogger("calsync.ws")
 MAX_ID_LENGTH = 64
+UNAUTHENTICATED = 4401  # close code: no valid token in time, or it expired
+TRY_AGAIN_LATER = 1013  # close code: the client did not read its pushes; reconnect and resume
+POLICY_VIOLATION = 1008  # close code: over the message rate for too long
+OVER_RATE_SECONDS = 5.0
+#: What a connection without a valid token may send (contract 9.1).
+BEFORE_AUTH = ("auth", "ping")
 
 
 @dataclass
@@ -85,6 +104,38 @@ def _valid_id(value: Any) -> bool:
 class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
     """One client connection: a member of the broker's rooms, and its requests answered in order."""
 
+    grant: Grant | None = OPEN  # None: auth is on and no valid token came yet
+    _auth_timer: object = None
+
+    def prepare(self) -> None:
+        """A full server and a token on the URL or in `Authorization` are checked before the
+        upgrade: 503 `server_busy`, or 401 for a bad token. Without a token, the client may
+        still send `auth`."""
+        if self.broker.members() >= self.limits.max_connections:
+            self._refuse(ServerBusy())
+            return
+        if self.tokens is None:
+            return
+        self.grant = None
+        token = self.get_query_argument("token", None) or bearer(self.request.headers.get("Authorization"))
+        if token is None:
+            return
+        try:
+            self.grant = self.tokens.verify(token)
+        except Unauthorized as exc:
+            self.set_header("WWW-Authenticate", "Bearer")
+            self._refuse(exc)
+
+    def _refuse(self, error: CalsyncError) -> None:
+        """Answer the handshake with the contract's JSON error instead of upgrading."""
+        self.set_status(error.status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(to_json({"success": False, "message": error.message, "code": error.code}))
+
+    @property
+    def limits(self) -> LimitsConfig:
+        return self.settings["limits"]
+
     def check_origin(self, origin: str) -> bool:
         """Browsers from our own origin or a listed one; clients without Origin always pass."""
         return origin_allowed(origin, self.request.host, self.settings["allowed_origins"])
@@ -117,7 +168,13 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
             except OSError:
                 raise tornado.websocket.WebSocketClosedError() from None
         if sent < len(push.wire):
-            stream.write(push.wire[sent:])  # a slow reader: IOStream buffers the rest in order
+            try:
+                stream.write(push.wire[sent:])  # a slow reader: IOStream buffers the rest in order
+            except tornado.iostream.StreamBufferFullError:
+                # It stopped reading: its unsent pushes may not grow without bound.
+                stream.max_write_buffer_size = None  # room for the close frame
+                self.close(TRY_AGAIN_LATER, "send buffer full: reconnect and resume")
+                raise tornado.websocket.WebSocketClosedError() from None
 
     # -- heartbeats (server/heartbeat.py) ---------------------------------------------------
     def send_ping(self) -> None:
@@ -129,24 +186,56 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
     def on_pong(self, data: bytes) -> None:
         self.heard_at = time.monotonic()
 
+    def hears(self, department_id: str) -> bool:
+        return self.grant is not None and self.grant.can_read(department_id)
+
+    # -- tokens ---------------------------------------------------------------------------
+    def _expect_token(self, seconds: float) -> None:
+        """Close with 4401 after `seconds`: the time to authenticate, or the token's life."""
+        loop = tornado.ioloop.IOLoop.current()
+        if self._auth_timer is not None:
+            loop.remove_timeout(self._auth_timer)
+        if seconds != float("inf"):
+            reason = "authentication timeout" if self.grant is None else "token expired"
+            self._auth_timer = loop.call_later(max(seconds, 0), self.close, UNAUTHENTICATED, reason)
+
+    def _authenticated(self, grant: Grant) -> None:
+        self.grant = grant
+        self._expect_token(grant.expires_at - time.time())
+
     # -- life cycle -----------------------------------------------------------------------
     def open(self) -> None:
         self.client_id = str(uuid.uuid4())
         self.heard_at = time.monotonic()
+        self._budget = TokenBucket(self.limits.messages_per_second, 2 * self.limits.messages_per_second)
+        self.ws_connection.stream.max_write_buffer_size = self.limits.send_buffer_bytes
+        self._over_since: float | None = None
+        self._refused_at = 0.0
+        if self.grant is None:
+            self._expect_token(self.settings["auth_timeout"])
+        else:
+            self._authenticated(self.grant)
         self.broker.add(self)
+        log.info("ws open %s sub=%s", self.client_id, getattr(self.grant, "sub", "") or "-")
         self.reply("connected", {"message": "서버에 연결되었습니다.", "client_id": self.client_id})
 
     def on_close(self) -> None:
+        log.info("ws close %s code=%s", getattr(self, "client_id", "-"), self.close_code)
+        if self._auth_timer is not None:
+            tornado.ioloop.IOLoop.current().remove_timeout(self._auth_timer)
         self.broker.remove(self)
 
     async def on_message(self, message: str | bytes) -> None:
         self.heard_at = time.monotonic()
         envelope = Envelope()
         try:
+            self._within_rate()
             envelope = Envelope.parse(message)
             handler = self.EVENTS.get(envelope.event)
             if handler is None:
                 raise UnknownEvent(f"알 수 없는 이벤트입니다: {envelope.event}")
+            if self.grant is None and envelope.event not in BEFORE_AUTH:
+                raise Unauthorized()
             await handler(self, envelope)
         except EnvelopeError as exc:
             self.reply_error(exc.error, exc.envelope)
@@ -157,6 +246,20 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         except Exception:
             log.exception("error handling %r", envelope.event)
             self.reply_error(CalsyncError(), envelope)
+
+    def _within_rate(self) -> None:
+        """`rate_limited` past the budget. A client still refused 5 s after it first was —
+        refused at least once a second all along — is closed (1008)."""
+        if self._budget.take():
+            return
+        now = time.monotonic()
+        if self._over_since is None or now - self._refused_at > 1.0:
+            self._over_since = now
+        self._refused_at = now
+        if now - self._over_since >= OVER_RATE_SECONDS:
+            self.close(POLICY_VIOLATION, "message rate exceeded")
+            raise tornado.websocket.WebSocketClosedError()
+        raise RateLimited()
 
     def reply(self, event: str, data: Any, message_id: Any = None) -> None:
         """A direct answer, written the way pushes are, so the two never overtake each other."""
@@ -187,6 +290,10 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         past that seq follow it."""
         fields = join_schema.parse(envelope.data)
         department_id, cursor = fields["department_id"], join_schema.cursor(fields)
+        self.grant.require_read(department_id)
+        rooms = self.broker.rooms_of(self)
+        if department_id not in rooms and len(rooms) >= self.limits.rooms_per_connection:
+            raise LimitExceeded(f"한 연결이 참여할 수 있는 부서 그룹은 {self.limits.rooms_per_connection}개까지입니다.")
         self.broker.join(department_id, self)
         try:
             data = {"department_id": department_id, "message": "부서 그룹에 참여했습니다."}
@@ -211,8 +318,21 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
     async def handle_sync_request(self, envelope: Envelope) -> None:
         fields = sync_request_schema.parse(envelope.data)
         department_id, cursor = fields["department_id"], sync_request_schema.cursor(fields)
+        self.grant.require_read(department_id)
         answer = await self.answers.since(department_id, cursor, sync_request_schema.page_limit(fields))
         self.reply_answer("sync_response", {"department_id": department_id}, answer, envelope.id)
+
+    async def handle_auth(self, envelope: Envelope) -> None:
+        token = auth_schema.parse(envelope.data)["token"]
+        grant = OPEN if self.tokens is None else self.tokens.verify(token)
+        if self.grant is not None and self.tokens is not None:
+            # A fresh token for a live connection (before the old one expires): rooms it may
+            # no longer read are left.
+            for room in self.broker.rooms_of(self):
+                if not grant.can_read(room):
+                    self.broker.leave(room, self)
+        self._authenticated(grant)
+        self.reply("authenticated", {"sub": grant.sub, "role": grant.role}, envelope.id)
 
     async def handle_ping(self, envelope: Envelope) -> None:
         self.reply("pong", {}, envelope.id)
@@ -222,6 +342,7 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         "leave_department": handle_leave_department,
         "sync_request": handle_sync_request,
         "ping": handle_ping,
+        "auth": handle_auth,
     }
 
 

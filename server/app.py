@@ -10,9 +10,11 @@ import tornado.web
 from handlers import departments, events, status, ws
 from handlers.base import NotFoundHandler
 from server import __version__
+from server.access import Tokens
 from server.answers import SyncAnswers
-from server.config import ServerConfig, SyncConfig
+from server.config import LimitsConfig, ServerConfig, SyncConfig
 from server.hub import Broker
+from server.requestlog import log_request
 from storage.base import Storage
 
 
@@ -22,6 +24,9 @@ def make_app(
     server: ServerConfig | None = None,
     backend_name: str = "",
     sync: SyncConfig | None = None,
+    tokens: Tokens | None = None,
+    auth_timeout: float = 10.0,
+    limits: LimitsConfig | None = None,
     **settings: object,
 ) -> tornado.web.Application:
     server = server or ServerConfig()
@@ -34,10 +39,14 @@ def make_app(
         broker=broker,
         answers=SyncAnswers(storage),
         idempotency_seconds=sync.idempotency_seconds,
+        tokens=tokens,
+        auth_timeout=auth_timeout,
+        limits=limits or LimitsConfig(),
         backend_name=backend_name or type(storage).__name__,
         version=__version__,
         allowed_origins=server.allowed_origins,
         max_body_bytes=server.max_body_bytes,
         websocket_max_message_size=server.max_message_bytes,
+        log_function=log_request,
         **settings,
     )

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import dataclasses
 import gc
+import ipaddress
 import logging
 import signal
 import sys
@@ -19,6 +20,7 @@ import tornado.netutil
 
 from migrations.runner import MigrateOptions, SourceError, migrate
 from server import __version__
+from server.access import ROLES, Tokens, parse_duration
 from server.app import make_app
 from server.config import Config, ConfigError, load_config
 from server.housekeeping import Housekeeping
@@ -65,6 +67,18 @@ def build_parser() -> ArgumentParser:
     migrate.add_argument("--skip-invalid", action="store_true", help="write the valid records, list the others")
     migrate.add_argument("--quiet", action="store_true", help="print only problems and the outcome")
     migrate.set_defaults(run=run_migrate)
+
+    token = commands.add_parser("token", help="tokens for auth.mode: token", description="tokens for auth.mode: token")
+    token_commands = token.add_subparsers(dest="token_command", required=True, parser_class=ArgumentParser)
+    issue = token_commands.add_parser("issue", help="print a signed token on stdout",
+                                      description="print one token, signed with auth.secret, on stdout")
+    issue.add_argument("--config", metavar="PATH", help="config file (default: $CALSYNC_CONFIG or calsync.yaml)")
+    issue.add_argument("--role", required=True, choices=ROLES)
+    issue.add_argument("--departments", default="*", metavar="ID,ID|*",
+                       help="the departments it may use, or * for all (ignored for admin)")
+    issue.add_argument("--ttl", default="30d", help="lifetime: 30d, 12h, 15m, 90s (default 30d)")
+    issue.add_argument("--subject", default="calsync-cli", metavar="NAME", help="who it is for (the sub claim)")
+    issue.set_defaults(run=run_token_issue)
     return parser
 
 
@@ -82,6 +96,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run_token_issue(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    try:
+        tokens = Tokens(config.auth.secret)
+    except ValueError as exc:
+        raise CliError(f"{config.source}: {exc} (set auth.secret or SECRET_KEY)") from None
+    try:
+        ttl = parse_duration(args.ttl)
+    except ValueError as exc:
+        raise CliError(f"--ttl: {exc}") from None
+    departments = "*" if args.departments.strip() == "*" else [d.strip() for d in args.departments.split(",") if d.strip()]
+    print(tokens.issue(args.role, departments, ttl, args.subject))
+    return 0
+
+
 def run_serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -97,7 +126,8 @@ async def serve(config: Config) -> None:
     try:
         await storage.open()
         hub = Hub()
-        app = make_app(storage, hub, config.server, config.backend, config.sync)
+        app = make_app(storage, hub, config.server, config.backend, config.sync, config.auth.tokens(),
+                       config.auth.timeout, config.limits)
         housekeeping = Housekeeping(storage, hub.connections, config.server, config.sync)
         try:
             sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host)
@@ -112,6 +142,9 @@ async def serve(config: Config) -> None:
         await housekeeping.start()
         tune_garbage_collector()
         port = sockets[0].getsockname()[1]
+        if config.auth.mode == "none" and not is_loopback(config.server.host):
+            log.warning("auth.mode is none and the server listens on %s: anyone who can reach it may read and"
+                        " change every calendar. Turn on auth.mode: token before exposing it.", config.server.host)
         log.info("calsync %s serving on http://%s:%d (storage: %s)", __version__, config.server.host, port, storage.describe())
         await stopping.wait()
 
@@ -125,6 +158,13 @@ async def serve(config: Config) -> None:
             log.warning("connections still open after %.0f s; closing anyway", SHUTDOWN_GRACE_SECONDS)
     finally:
         await storage.close()
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def tune_garbage_collector() -> None:

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from server.access import MIN_SECRET_LENGTH, Tokens
 from server.envfile import read_env_file
 from storage.base import BackendOptions, Storage
 from storage.registry import UnknownBackend, known_backends, load_backend
@@ -60,10 +61,44 @@ class SyncConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    #: Open WebSockets at most; a handshake past it answers 503 `server_busy`.
+    max_connections: int = field(default=10_000, metadata={"min": 1})
+    #: Messages a connection may send per second, in bursts of twice as many.
+    messages_per_second: int = field(default=50, metadata={"min": 1})
+    #: Rooms one connection may be in at once.
+    rooms_per_connection: int = field(default=100, metadata={"min": 1})
+    #: Unsent output a connection may have queued; past it the connection is closed with 1013.
+    send_buffer_bytes: int = field(default=4 * 1024 * 1024, metadata={"min": 1024})
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    #: `none` (anyone who reaches the port may do anything, as the original) or `token`.
+    mode: str = "none"
+    #: Signs tokens (HS256); left out of the file, `$SECRET_KEY` (the original's variable).
+    secret: str = field(default="", metadata={"env": "SECRET_KEY"}, repr=False)
+    #: Seconds a WebSocket may stay without a valid token before it is closed with 4401.
+    timeout: float = field(default=10.0, metadata={"min": 0})
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("none", "token"):
+            raise ValueError(f"mode must be none or token, got {self.mode!r}")
+        if self.mode == "token" and len(self.secret) < MIN_SECRET_LENGTH:
+            raise ValueError(f"secret must be at least {MIN_SECRET_LENGTH} characters when mode is token"
+                             " (set it, or SECRET_KEY)")
+
+    def tokens(self) -> Tokens | None:
+        return Tokens(self.secret) if self.mode == "token" else None
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     server: ServerConfig
     sync: SyncConfig
+    auth: AuthConfig
+    limits: LimitsConfig
     backend: str
     backend_class: type[Storage]
     storage_options: BackendOptions
@@ -100,9 +135,11 @@ def load_config(path: str | None = None) -> Config:
 def _build(source: str, base_dir: Path, document: Any) -> Config:
     reader = _SectionReader(source, base_dir)
     document = reader.mapping(document, "")
-    reader.reject_unknown(document, {"server", "sync", "storage"}, "")
+    reader.reject_unknown(document, {"server", "sync", "auth", "limits", "storage"}, "")
     server = reader.dataclass(ServerConfig, document.get("server"), "server")
     sync = reader.dataclass(SyncConfig, document.get("sync"), "sync")
+    auth = reader.dataclass(AuthConfig, document.get("auth"), "auth")
+    limits = reader.dataclass(LimitsConfig, document.get("limits"), "limits")
 
     storage = reader.mapping(document.get("storage"), "storage")
     backend = reader.value(str, storage.get("backend", "sqlite"), "storage.backend")
@@ -116,7 +153,7 @@ def _build(source: str, base_dir: Path, document: Any) -> Config:
         if name in storage:  # check every section present, so a typo never waits for a switch
             reader.dataclass(load_backend(name).options_class, storage[name], f"storage.{name}")
     options = reader.dataclass(backend_class.options_class, storage.get(backend), f"storage.{backend}")
-    return Config(source, server, sync, backend, backend_class, options)
+    return Config(source, server, sync, auth, limits, backend, backend_class, options)
 
 
 class _SectionReader:

@@ -42,6 +42,9 @@ class Push:
 class Member(Protocol):
     def send(self, push: Push) -> None: ...
 
+    def hears(self, department_id: str) -> bool:
+        """Whether pushes about this department may reach it (what its token may read)."""
+
     def close(self, code: int | None = None, reason: str | None = None) -> None: ...
 
 
@@ -93,6 +96,10 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def leave(self, room: str, member: Member) -> None:
         """Stop hearing `room` (joined or still joining)."""
+
+    @abc.abstractmethod
+    def rooms_of(self, member: Member) -> list[str]:
+        """The rooms `member` hears."""
 
     @abc.abstractmethod
     def close_all(self, code: int, reason: str) -> None:
@@ -160,6 +167,9 @@ class Hub(Broker):
         for rooms in (self._rooms, self._joining, self._published, self._floors):
             rooms.pop(room, None)
 
+    def rooms_of(self, member: Member) -> list[str]:
+        return [room for room, members in self._rooms.items() if member in members]
+
     def connections(self) -> list[Member]:
         return list(self._members)
 
@@ -171,9 +181,10 @@ class Hub(Broker):
         room, event, data = push_of(change)
         push = Push(encode_frame(event, data), change.seq)
         if room is None:
-            self._send_all(self._members, push)
+            department_id = change.record.id
+            self._send_all([m for m in self._members if m.hears(department_id)], push)
             if change.kind == Kind.DEPARTMENT_DELETED:
-                self.close_room(change.record.id)
+                self.close_room(department_id)
             return
         self._published[room] = change.seq
         members = self._rooms.get(room, ())

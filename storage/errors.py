@@ -90,6 +90,24 @@ class TooLarge(CalsyncError):
     message = "요청 본문이 너무 큽니다."
 
 
+class RateLimited(CalsyncError):
+    status = 429
+    code = "rate_limited"
+    message = "요청이 너무 많습니다. 잠시 후 다시 시도해 주세요."
+
+
+class LimitExceeded(CalsyncError):
+    status = 400
+    code = "limit_exceeded"
+    message = "한도를 넘었습니다."
+
+
+class ServerBusy(CalsyncError):
+    status = 503
+    code = "server_busy"
+    message = "서버가 혼잡합니다. 잠시 후 다시 연결해 주세요."
+
+
 class StorageUnavailable(CalsyncError):
     """The backend did not answer (outage, throttling, timeout); the request may be retried."""
 

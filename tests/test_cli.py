@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import shutil
 import signal
 import socket
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import tornado.websocket
 
+from server.access import Tokens
 from tests.process import ServerProcess, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -187,3 +188,29 @@ def test_expired_tombstones_are_purged_at_start(tmp_path):
         assert (answer["reset"], answer["deleted"], answer["seq"]) == (True, [], 2)
     finally:
         assert server.stop() == 0
+
+
+def test_token_issue_command_and_logs_without_tokens(tmp_path):
+    secret = "an-office-secret-of-at-least-32-characters"
+    config = write_config(tmp_path, f"auth:\n  mode: token\n  secret: {secret}\nstorage:\n  backend: sqlite\n")
+    issued = run_cli("token", "issue", "--role", "admin", "--subject", "운영자", "--ttl", "1h", "--config", str(config))
+    assert issued.returncode == 0 and issued.stderr == ""
+    token = issued.stdout.strip()
+    grant = Tokens(secret).verify(token)
+    assert (grant.sub, grant.role, grant.departments) == ("운영자", "admin", None)
+    assert 3500 < grant.expires_at - time.time() <= 3600
+    short = write_config(tmp_path, "auth:\n  mode: token\n  secret: short\n", "short.yaml")
+    refused = run_cli("serve", "--config", str(short))
+    assert refused.returncode == 2 and "auth: secret must be at least 32 characters" in refused.stderr
+    assert "short" not in refused.stderr.replace("short.yaml", "")
+
+    server = ServerProcess(config)
+    try:
+        request = urllib.request.Request(server.url + "/api/departments", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+        assert http_json(server.url + f"/api/departments?token={token}")[0] == 401  # REST takes the header only
+    finally:
+        assert server.stop() == 0
+    assert token not in server.output and secret not in server.output
+    assert "GET /api/departments 200" in server.output and "sub=운영자" in server.output

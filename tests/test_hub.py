@@ -30,6 +30,11 @@ class Member:
     def close(self, code=None, reason=None) -> None:
         self.closed = (code, reason)
 
+    def hears(self, department_id: str) -> bool:
+        return department_id not in self.deaf_to
+
+    deaf_to: frozenset = frozenset()
+
     def frames(self) -> list[dict]:
         return [json.loads(push.text) for push in self.pushes]
 
@@ -73,6 +78,16 @@ def test_rooms_are_separate_and_department_changes_reach_everyone():
     assert (len(a.pushes), len(b.pushes), len(lobby.pushes)) == (1, 0, 0)
     hub.publish(Change(Kind.DEPARTMENT_CREATED, DEPARTMENT))
     assert (len(a.pushes), len(b.pushes), len(lobby.pushes)) == (2, 1, 1)
+
+
+def test_department_pushes_reach_only_those_who_may_hear_of_it():
+    hub, everyone, elsewhere = Hub(), Member(), Member()
+    elsewhere.deaf_to = frozenset({DEPARTMENT.id})
+    hub.add(everyone)
+    hub.add(elsewhere)
+    for kind in (Kind.DEPARTMENT_CREATED, Kind.DEPARTMENT_UPDATED, Kind.DEPARTMENT_DELETED):
+        hub.publish(Change(kind, DEPARTMENT))
+    assert (len(everyone.pushes), len(elsewhere.pushes)) == (3, 0)
 
 
 def test_a_deleted_department_closes_its_room():
