@@ -55,10 +55,6 @@ class Grant:
         if not self.is_admin:
             raise Forbidden()
 
-    def hears_all_departments(self) -> bool:
-        """Whether pushes about departments it was not given reach it (`department_created`)."""
-        return self.is_admin or self.departments is None
-
 
 #: `auth.mode: none`, as the original server: everyone may do everything.
 OPEN = Grant(sub="", role="admin", departments=None)

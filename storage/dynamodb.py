@@ -170,6 +170,7 @@ class DynamoStorage(ThreadedStorage):
         self.departments_table = options.departments_table
         self.events_table = options.events_table
         self.changes_table = options.changes_table
+        self._fed: set[str] = set()  # departments whose feed this process has seen started
 
     def describe(self) -> str:
         where = self.options.endpoint_url or f"AWS {self.options.region}"
@@ -614,31 +615,39 @@ class DynamoStorage(ThreadedStorage):
             tombstones = [Tombstone(item["id"], item["seq"]) for item in latest.values() if item["kind"] == "delete"]
             return changes_page(department_id, state, cursor.since, events, tombstones, limit)
 
-    def _start_feed(self, department_id: str) -> None:
-        """A department stored before the feed existed: its events become the feed's first changes."""
-        department = self._get_department(department_id)
-        if department.epoch:
+    def _write_as_changes(self, department_id: str, events: list[Event]) -> None:
+        """Write `events` as the department's next changes: one block of seqs, the change
+        items first, then the events (bulk paths: starting a feed, importing)."""
+        if not events:
             return
-        events = [Event.from_dict(item) for item in self._pages(
-            "query", TableName=self.events_table, IndexName=DATE_INDEX, KeyConditionExpression="department_id = :d",
-            ExpressionAttributeValues=to_item({":d": department_id}))]
-        events.sort(key=lambda e: (e.created_at, e.id))
-        if events:
-            first = self._take_seq(department_id, len(events)) - len(events) + 1
-            events = [dataclasses.replace(e, seq=first + n) for n, e in enumerate(events)]
-            self._batch_write(self.changes_table, [{"PutRequest": {"Item": self._change_item(
-                department_id, e.seq, "put", e.id, e)}} for e in events])
-            self._batch_write(self.events_table, [{"PutRequest": {"Item": to_item(e.to_dict())}} for e in events])
-        self.client.update_item(TableName=self.departments_table, Key=to_item({"id": department_id}),
-                                UpdateExpression="SET epoch = :epoch, seq = if_not_exists(seq, :zero),"
-                                                 " horizon = if_not_exists(horizon, :zero)",
-                                ExpressionAttributeValues=to_item({":epoch": new_epoch(), ":zero": 0}))
+        first = self._take_seq(department_id, len(events)) - len(events) + 1
+        events = [dataclasses.replace(e, seq=first + n) for n, e in enumerate(events)]
+        self._batch_write(self.changes_table, [{"PutRequest": {"Item": self._change_item(
+            department_id, e.seq, "put", e.id, e)}} for e in events])
+        self._batch_write(self.events_table, [{"PutRequest": {"Item": to_item(e.to_dict())}} for e in events])
+
+    def _ensure_feed(self, department_id: str) -> None:
+        """A department stored before the feed existed: its events become the feed's first
+        changes (on the writer thread: it writes). A feed once started stays, so each
+        department is looked at once per process."""
+        if department_id in self._fed:
+            return
+        department = self._get_department(department_id)
+        if not department.epoch:
+            events = [Event.from_dict(item) for item in self._pages(
+                "query", TableName=self.events_table, IndexName=DATE_INDEX,
+                KeyConditionExpression="department_id = :d", ExpressionAttributeValues=to_item({":d": department_id}))]
+            self._write_as_changes(department_id, sorted(events, key=lambda e: (e.created_at, e.id)))
+            self.client.update_item(TableName=self.departments_table, Key=to_item({"id": department_id}),
+                                    UpdateExpression="SET epoch = :epoch, seq = if_not_exists(seq, :zero),"
+                                                     " horizon = if_not_exists(horizon, :zero)",
+                                    ExpressionAttributeValues=to_item({":epoch": new_epoch(), ":zero": 0}))
+        self._fed.add(department_id)
 
     async def _with_feed(self, department_id: str) -> None:
-        """Start the department's feed first if it has none (on the writer: it writes)."""
-        department = await self._read(lambda: self._get_department(department_id))
-        if not department.epoch:
-            await self._write(lambda: self._start_feed(department_id))
+        """For reads: start the department's feed on the writer first, if it may have none."""
+        if department_id not in self._fed:
+            await self._write(lambda: self._ensure_feed(department_id))
 
     async def feed_state(self, department_id: str) -> FeedState:
         await self._with_feed(department_id)
@@ -795,11 +804,10 @@ class DynamoStorage(ThreadedStorage):
 
     async def create_event(self, department_id: str, fields: Mapping[str, Any],
                            idempotency: IdempotencyKey | None = None) -> Change:
-        await self._with_feed(department_id)
         new = Event.new(department_id, fields)
 
         def create() -> Change:
-            self._get_department(department_id)
+            self._ensure_feed(department_id)
             seq = self._record_change(department_id, "put", new.id, lambda n: dataclasses.replace(new, seq=n))
             event = dataclasses.replace(new, seq=seq)
             self.client.put_item(TableName=self.events_table, Item=to_item(event.to_dict()),
@@ -822,6 +830,7 @@ class DynamoStorage(ThreadedStorage):
         change becomes a noop and the whole step is tried again on what is there now.
         Returns the event as it was, as it became, and the seq."""
         current = self._get_event(event_id)
+        self._ensure_feed(current.department_id)
         for _ in range(UPDATE_ATTEMPTS):
             check_versions(current, if_versions)
             new = change(current)
@@ -846,13 +855,11 @@ class DynamoStorage(ThreadedStorage):
 
     async def update_event(self, event_id: str, changes: Mapping[str, Any],
                            if_versions: Collection[int] | None = None) -> Change:
-        await self._with_feed((await self.get_event(event_id)).department_id)
         _, event, seq = await self._write(lambda: self._change_event(event_id, if_versions,
                                                                      lambda current: current.updated(changes)))
         return Change(Kind.EVENT_UPDATED, event, seq)
 
     async def delete_event(self, event_id: str, if_versions: Collection[int] | None = None) -> Change:
-        await self._with_feed((await self.get_event(event_id)).department_id)
         event, _, seq = await self._write(lambda: self._change_event(event_id, if_versions, lambda current: None))
         return Change(Kind.EVENT_DELETED, event, seq)
 
@@ -898,11 +905,8 @@ class DynamoStorage(ThreadedStorage):
                 if outcome != "unchanged":
                     written.setdefault(record.department_id, []).append(record)
             for department_id, events in written.items():
-                first = self._take_seq(department_id, len(events)) - len(events) + 1
-                events = [dataclasses.replace(e, seq=first + n) for n, e in enumerate(events)]
-                self._batch_write(self.changes_table, [{"PutRequest": {"Item": self._change_item(
-                    department_id, e.seq, "put", e.id, e)}} for e in events])
-                self._batch_write(self.events_table, [{"PutRequest": {"Item": to_item(e.to_dict())}} for e in events])
+                self._ensure_feed(department_id)
+                self._write_as_changes(department_id, events)
                 self.client.update_item(TableName=self.departments_table, Key=to_item({"id": department_id}),
                                         UpdateExpression="SET epoch = :epoch",
                                         ExpressionAttributeValues=to_item({":epoch": new_epoch()}))
