@@ -131,10 +131,22 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
             raise TooLarge()
         self.request.connection.set_max_body_size(limit)  # a chunked body over the limit is cut off
         if self.tokens is not None and not self.open_access and self.request.method != "OPTIONS":
-            token = bearer(self.request.headers.get("Authorization"))
-            if not token:
-                raise Unauthorized()
-            self.grant = self.tokens.verify(token)
+            try:
+                self.grant = self.tokens.verify(bearer(self.request.headers.get("Authorization")) or "")
+            except Unauthorized as exc:
+                self.answer_after_body(exc)
+
+    def answer_after_body(self, error: CalsyncError) -> None:
+        """Answer `error` instead of the method, once the request has been read.
+
+        Raising in `prepare` answers before the body is read, and Tornado then drops the
+        keep-alive connection without saying so: a pooled client's next request on it fails.
+        Only a body too large to read (413) is answered early, with `Connection: close`.
+        """
+        def refuse(*args: str) -> None:
+            raise error
+
+        setattr(self, self.request.method.lower(), refuse)
 
     def data_received(self, chunk: bytes) -> None:
         self._body += chunk
@@ -205,16 +217,10 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
 
 
 class NotFoundHandler(ApiHandler):
-    """Every path no route matches: a JSON 404, whatever the method (and whoever asks).
-
-    The 404 is raised once the request has been read, not in `prepare`: answering before a
-    request is read makes Tornado drop the keep-alive connection, and a pooled client's next
-    request on it would fail.
-    """
+    """Every path no route matches: a JSON 404, whatever the method (and whoever asks)."""
 
     open_access = True
 
-    def _not_found(self, *args: str) -> None:
-        raise NotFound()
-
-    get = post = put = delete = patch = head = options = _not_found
+    def prepare(self) -> None:
+        super().prepare()
+        self.answer_after_body(NotFound())

@@ -82,9 +82,11 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def remove(self, member: Member) -> None:
-        """A closed connection: out of every room."""
+        self._members.discard(member)
+        for rooms in (self._rooms, self._joining, self._floors):
+            for room in [room for room, members in rooms.items() if member in members]:
+                self.leave(room, member)
 
-    @abc.abstractmethod
     def join(self, room: str, member: Member) -> None:
         """Start joining `room`: its pushes are held for `member` until `go_live`."""
 

@@ -15,6 +15,7 @@ import tornado.websocket
 from server.access import Tokens
 from server.app import make_app
 from tests.client import SyncClient, api, api_full
+from tests.test_keepalive import KeepAliveConnection
 from tests.test_rest import MEETING
 
 SECRET = "an-office-secret-of-at-least-32-characters"
@@ -146,6 +147,20 @@ async def test_tokens_that_must_never_pass(http_server_client):
         assert (status, body["code"]) == (401, "unauthorized"), name
     for header in ("Basic dXNlcjpwYXNz", "Bearer", "bearer  "):
         assert (await api(http_server_client, "GET", "/api/departments", headers={"Authorization": header}))[0] == 401
+
+
+async def test_401_and_403_keep_the_connection_usable(http_server_client, base_url, tokens, admin):
+    own, other = await setup_two_departments(http_server_client, admin)
+    reader = f"Bearer {tokens.issue('read', [own['id']])}"
+    for headers, expected in (({}, 401), ({"Authorization": "Bearer bad"}, 401),
+                              ({"Authorization": reader}, 403)):
+        connection = await KeepAliveConnection.open(base_url)
+        try:
+            status, answer_headers, _ = await connection.request("GET", f"/api/events/{other['id']}", b"", headers)
+            assert status == expected and answer_headers.get("connection", "").lower() != "close"
+            assert (await connection.request("GET", "/health"))[0] == 200
+        finally:
+            connection.close()
 
 
 async def test_status_routes_and_preflight_stay_open(http_server_client):

@@ -62,6 +62,7 @@ async def test_every_error_answer_keeps_the_connection_usable(http_server_client
         ("POST", f"/api/events/{department['id']}", b'{"event_date": "2024-01-21", "title": "x"}',
          {"Idempotency-Key": "k"}, 422),
         ("GET", f"/api/events/{department['id']}", b"", {"If-None-Match": "*"}, 304),
+        ("OPTIONS", "/api/departments", b"", {"Origin": "https://elsewhere.example"}, 403),
         # announced too large: answered before the body is sent, as a client waiting on
         # `Expect: 100-continue` would see it
         ("POST", "/api/departments", b"", {"Content-Length": str(server_config.max_body_bytes + 1)}, 413),
