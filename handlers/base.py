@@ -114,6 +114,7 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
     #: Routes anyone may call with auth on (`/`, `/health`, `/ready`, unknown paths).
     open_access = False
     grant: Grant = OPEN
+    _counted = False  # counted in the app's `InFlight` until finished or dropped
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
@@ -124,6 +125,8 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
             self.set_header("Vary", "Origin")
 
     def prepare(self) -> None:
+        self.settings["in_flight"].begin()
+        self._counted = True
         self._body = bytearray()
         limit = self.settings["max_body_bytes"]
         length = self.request.headers.get("Content-Length")
@@ -147,6 +150,18 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
             raise error
 
         setattr(self, self.request.method.lower(), refuse)
+
+    def on_finish(self) -> None:
+        self._uncount()
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        self._uncount()
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.settings["in_flight"].end()
 
     def data_received(self, chunk: bytes) -> None:
         self._body += chunk

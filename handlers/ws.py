@@ -106,6 +106,12 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
 
     grant: Grant | None = OPEN  # None: auth is on and no valid token came yet
     _auth_timer: object = None
+    _closed_with: int | None = None  # the close code the server sent, for the log
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if self._closed_with is None:
+            self._closed_with = code
+        super().close(code, reason)
 
     def prepare(self) -> None:
         """A full server and a token on the URL or in `Authorization` are checked before the
@@ -216,11 +222,15 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         else:
             self._authenticated(self.grant)
         self.broker.add(self)
-        log.info("ws open %s sub=%s", self.client_id, getattr(self.grant, "sub", "") or "-")
+        subject = getattr(self.grant, "sub", "") or "-"
+        log.info("ws open %s %s sub=%s", self.client_id, self.request.remote_ip, subject,
+                 extra={"fields": {"ws": "open", "id": self.client_id, "client": self.request.remote_ip, "sub": subject}})
         self.reply("connected", {"message": "서버에 연결되었습니다.", "client_id": self.client_id})
 
     def on_close(self) -> None:
-        log.info("ws close %s code=%s", getattr(self, "client_id", "-"), self.close_code)
+        client_id = getattr(self, "client_id", "-")
+        code = self._closed_with or self.close_code  # ours when we closed it, else the client's
+        log.info("ws close %s code=%s", client_id, code, extra={"fields": {"ws": "close", "id": client_id, "code": code}})
         if self._auth_timer is not None:
             tornado.ioloop.IOLoop.current().remove_timeout(self._auth_timer)
         self.broker.remove(self)

@@ -14,6 +14,7 @@ from server.access import Tokens
 from server.answers import SyncAnswers
 from server.config import LimitsConfig, ServerConfig, SyncConfig
 from server.hub import Broker
+from server.inflight import InFlight
 from server.requestlog import log_request
 from storage.base import Storage
 
@@ -38,6 +39,7 @@ def make_app(
         storage=storage,
         broker=broker,
         answers=SyncAnswers(storage),
+        in_flight=InFlight(),
         idempotency_seconds=sync.idempotency_seconds,
         tokens=tokens,
         auth_timeout=auth_timeout,

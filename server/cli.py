@@ -25,10 +25,12 @@ from server.app import make_app
 from server.config import Config, ConfigError, load_config
 from server.housekeeping import Housekeeping
 from server.hub import Hub
+from server.inflight import InFlight
+from server.logs import configure_logging
 from storage.errors import StorageSetupError
 
 log = logging.getLogger("calsync")
-SHUTDOWN_GRACE_SECONDS = 5.0
+CLOSE_SECONDS = 5.0  # for WebSocket close handshakes after the grace period
 
 
 class CliError(Exception):
@@ -84,9 +86,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("tornado.access").setLevel(logging.WARNING)
-    logging.getLogger("botocore").setLevel(logging.WARNING)
+    configure_logging("text")
     try:
         return args.run(args)
     except (ConfigError, StorageSetupError, CliError) as exc:
@@ -122,6 +122,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 async def serve(config: Config) -> None:
+    configure_logging(config.server.log_format)
     storage = config.make_storage()
     try:
         await storage.open()
@@ -148,16 +149,26 @@ async def serve(config: Config) -> None:
         log.info("calsync %s serving on http://%s:%d (storage: %s)", __version__, config.server.host, port, storage.describe())
         await stopping.wait()
 
-        log.info("shutting down: closing connections and storage")
-        http_server.stop()
-        housekeeping.stop()
-        hub.close_all(1001, "server shutting down")
-        try:
-            await asyncio.wait_for(http_server.close_all_connections(), SHUTDOWN_GRACE_SECONDS)
-        except asyncio.TimeoutError:
-            log.warning("connections still open after %.0f s; closing anyway", SHUTDOWN_GRACE_SECONDS)
+        await shut_down(http_server, app.settings["in_flight"], hub, housekeeping, config.server.shutdown_grace)
     finally:
         await storage.close()
+
+
+async def shut_down(http_server: tornado.httpserver.HTTPServer, in_flight: InFlight, hub: Hub,
+                    housekeeping: Housekeeping, grace: float) -> None:
+    """Stop accepting, let requests in flight finish within `grace` seconds, then close every
+    WebSocket with 1001 and every remaining connection (contract 9.4)."""
+    http_server.stop()
+    housekeeping.stop()
+    log.info("shutting down: no new connections; waiting up to %g s for %d requests in flight", grace, in_flight.count)
+    if not await in_flight.drained(grace):
+        log.warning("%d requests still in flight after %g s; closing anyway", in_flight.count, grace)
+    hub.close_all(1001, "server shutting down")
+    try:
+        await asyncio.wait_for(http_server.close_all_connections(), CLOSE_SECONDS)
+    except asyncio.TimeoutError:
+        log.warning("connections still open after %g s; exiting anyway", CLOSE_SECONDS)
+    log.info("closing storage")
 
 
 def is_loopback(host: str) -> bool:

@@ -10,6 +10,7 @@ import dataclasses
 import os
 import re
 import typing
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -26,6 +27,7 @@ ENV_VAR = "CALSYNC_CONFIG"
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 TRUE_WORDS = {"true", "yes", "on", "1"}
 FALSE_WORDS = {"false", "no", "off", "0", ""}
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(Exception):
@@ -42,6 +44,20 @@ class ServerConfig:
     #: Seconds between WebSocket pings, and how long an answer may take (0 turns either off).
     ping_interval: float = field(default=20.0, metadata={"min": 0})
     ping_timeout: float = field(default=30.0, metadata={"min": 0})
+    #: Seconds requests in flight may take to finish after SIGTERM, before everything closes.
+    shutdown_grace: float = field(default=10.0, metadata={"min": 0})
+    #: `text` (one readable line per record) or `json` (one JSON object per line).
+    log_format: str = "text"
+    #: The zone clock times in event `time` fields are read in (the .ics feed).
+    timezone: str = "Asia/Seoul"
+
+    def __post_init__(self) -> None:
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format must be text or json, got {self.log_format!r}")
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone: unknown time zone {self.timezone!r} (an IANA name such as Asia/Seoul)") from None
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,12 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class IcsConfig:
+    #: How long a timed event lasts in the .ics feed when its `time` names no end.
+    default_minutes: int = field(default=60, metadata={"min": 1, "max": 24 * 60})
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     #: `none` (anyone who reaches the port may do anything, as the original) or `token`.
     mode: str = "none"
@@ -99,6 +121,7 @@ class Config:
     sync: SyncConfig
     auth: AuthConfig
     limits: LimitsConfig
+    ics: IcsConfig
     backend: str
     backend_class: type[Storage]
     storage_options: BackendOptions
@@ -135,11 +158,12 @@ def load_config(path: str | None = None) -> Config:
 def _build(source: str, base_dir: Path, document: Any) -> Config:
     reader = _SectionReader(source, base_dir)
     document = reader.mapping(document, "")
-    reader.reject_unknown(document, {"server", "sync", "auth", "limits", "storage"}, "")
+    reader.reject_unknown(document, {"server", "sync", "auth", "limits", "ics", "storage"}, "")
     server = reader.dataclass(ServerConfig, document.get("server"), "server")
     sync = reader.dataclass(SyncConfig, document.get("sync"), "sync")
     auth = reader.dataclass(AuthConfig, document.get("auth"), "auth")
     limits = reader.dataclass(LimitsConfig, document.get("limits"), "limits")
+    ics = reader.dataclass(IcsConfig, document.get("ics"), "ics")
 
     storage = reader.mapping(document.get("storage"), "storage")
     backend = reader.value(str, storage.get("backend", "sqlite"), "storage.backend")
@@ -153,7 +177,7 @@ def _build(source: str, base_dir: Path, document: Any) -> Config:
         if name in storage:  # check every section present, so a typo never waits for a switch
             reader.dataclass(load_backend(name).options_class, storage[name], f"storage.{name}")
     options = reader.dataclass(backend_class.options_class, storage.get(backend), f"storage.{backend}")
-    return Config(source, server, sync, auth, limits, backend, backend_class, options)
+    return Config(source, server, sync, auth, limits, ics, backend, backend_class, options)
 
 
 class _SectionReader:

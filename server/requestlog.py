@@ -18,5 +18,8 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     grant = getattr(handler, "grant", None)
     subject = getattr(grant, "sub", "") or "-"
     level = logging.INFO if status < 500 else logging.ERROR
-    log.log(level, "%s %s %d %.1fms %s sub=%s", request.method, request.path, status,
-            1000.0 * request.request_time(), request.remote_ip, subject)
+    ms = round(1000.0 * request.request_time(), 1)
+    fields = {"method": request.method, "path": request.path, "status": status, "ms": ms,
+              "client": request.remote_ip, "sub": subject}
+    log.log(level, "%s %s %d %.1fms %s sub=%s", request.method, request.path, status, ms, request.remote_ip,
+            subject, extra={"fields": fields})

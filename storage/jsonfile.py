@@ -150,7 +150,14 @@ class JsonStorage(ThreadedStorage):
         return [f"JSON folder {self.options.path}: {'checked' if existed else 'created'}"]
 
     async def ping(self) -> None:
-        await self._call(lambda: None)
+        """Ready means a write would succeed now: write and remove a small file the way every
+        change is written (a full disk or a read-only folder fails here)."""
+        def probe() -> None:
+            path = self.options.path / ".ready"
+            write_atomically(path, {"pid": os.getpid()})
+            path.unlink()
+
+        await self._call(probe)
 
     async def close(self) -> None:
         if self._lock_file is not None:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
@@ -92,11 +93,15 @@ EVENT_COLUMNS = (
     "id, department_id, event_date, title, description, time, url, created_at, last_modified, version, seq"
 )
 EVENT_ORDER = "ORDER BY event_date, time, created_at, id"
+PING_WAIT_MS = 200  # /ready's wait for the write lock
+MIN_ROOM_BYTES = 1 << 20  # /ready says 503 when the database cannot grow by this much
 
 
 @dataclass(frozen=True)
 class SqliteOptions(BackendOptions):
     path: Path = Path("data/calsync.db")
+    #: Seconds a write waits for a lock another process holds before answering 503.
+    busy_timeout: float = field(default=5.0, metadata={"min": 0})
 
 
 class SqliteStorage(ThreadedStorage):
@@ -121,7 +126,7 @@ class SqliteStorage(ThreadedStorage):
             path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             db.row_factory = sqlite3.Row
-            db.execute("PRAGMA busy_timeout = 5000")
+            db.execute(f"PRAGMA busy_timeout = {int(self.options.busy_timeout * 1000)}")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = FULL")
             db.execute("PRAGMA foreign_keys = ON")
@@ -161,7 +166,23 @@ class SqliteStorage(ThreadedStorage):
         return [f"SQLite database {self.options.path}: {state}"]
 
     async def ping(self) -> None:
-        await self._call(lambda db: db.execute("SELECT 1").fetchone())
+        """Ready means a write could be made now: the write lock can be taken (without
+        waiting long for it) and the file has room to grow, on its disk and within
+        SQLite's page limit."""
+        def probe(db: sqlite3.Connection) -> None:
+            db.execute(f"PRAGMA busy_timeout = {PING_WAIT_MS}")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("ROLLBACK")
+            finally:
+                db.execute(f"PRAGMA busy_timeout = {int(self.options.busy_timeout * 1000)}")
+            pages, limit, page_size = (db.execute(f"PRAGMA {name}").fetchone()[0]
+                                       for name in ("page_count", "max_page_count", "page_size"))
+            disk = os.statvfs(self.options.path.parent)
+            if (limit - pages) * page_size < MIN_ROOM_BYTES or disk.f_bavail * disk.f_frsize < MIN_ROOM_BYTES:
+                raise StorageUnavailable()
+
+        await self._call(probe)
 
     async def close(self) -> None:
         if self._db is not None:
@@ -189,10 +210,11 @@ class SqliteStorage(ThreadedStorage):
             db.execute(f"BEGIN {mode}")
             try:
                 result = fn(db)
+                db.execute("COMMIT")  # may fail too (disk full): then nothing of it stays
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
             return result
 
         return await self._call(transaction)

@@ -43,6 +43,8 @@ def test_shipped_config_is_the_documented_default():
     assert config.storage_options.path == Path(__file__).parent.parent / "data" / "calsync.db"
     assert (config.server.ping_interval, config.server.ping_timeout) == (20, 30)
     assert (config.sync.tombstone_days, config.sync.idempotency_hours) == (30, 24)
+    assert (config.server.shutdown_grace, config.server.log_format, config.server.timezone) == (10, "text", "Asia/Seoul")
+    assert config.ics.default_minutes == 60 and config.storage_options.busy_timeout == 5
 
 
 def test_sync_and_heartbeat_keys(tmp_path, clean_environment, monkeypatch):
@@ -119,6 +121,12 @@ def test_config_named_by_environment(tmp_path, clean_environment, monkeypatch):
     ("sync:\n  tombstones: 3\n", "calsync.yaml: sync.tombstones: unknown option"),
     ("server:\n  ping_interval: .nan\n", "calsync.yaml: server.ping_interval: expected a number, got nan"),
     ("server:\n  ping_timeout: true\n", "calsync.yaml: server.ping_timeout: expected a number, got True"),
+    ("server:\n  shutdown_grace: -1\n", "calsync.yaml: server.shutdown_grace: must be at least 0, got -1"),
+    ("server:\n  log_format: xml\n", "calsync.yaml: server: log_format must be text or json, got 'xml'"),
+    ("server:\n  timezone: Mars/Olympus\n", "calsync.yaml: server: timezone: unknown time zone 'Mars/Olympus'"),
+    ("ics:\n  default_minutes: 0\n", "calsync.yaml: ics.default_minutes: must be between 1 and 1440, got 0"),
+    ("ics:\n  minutes: 5\n", "calsync.yaml: ics.minutes: unknown option"),
+    ("storage:\n  sqlite:\n    busy_timeout: -2\n", "calsync.yaml: storage.sqlite.busy_timeout: must be at least 0"),
     ("server:\n  port: ${NOT_SET_ANYWHERE}\n",
      "calsync.yaml: server.port: environment variable NOT_SET_ANYWHERE is not set"),
 ])
