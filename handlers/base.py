@@ -13,6 +13,7 @@ from typing import Any
 import tornado.web
 
 from handlers.preconditions import idempotency_key
+from handlers.schemas import parse_json
 from server.access import OPEN, Grant, Tokens, bearer
 from server.answers import SyncAnswers
 from server.hub import Broker
@@ -139,6 +140,14 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
             except Unauthorized as exc:
                 self.answer_after_body(exc)
 
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        """A path part that is not UTF-8 (`/api/events/%FF`) names nothing: it becomes text
+        that matches no id, and the method answers 404 after the body is read. Tornado would
+        refuse it before `prepare`, dropping a keep-alive connection."""
+        if name is None:
+            return value.decode("utf-8", "replace")
+        return super().decode_argument(value, name)
+
     def answer_after_body(self, error: CalsyncError) -> None:
         """Answer `error` instead of the method, once the request has been read.
 
@@ -181,8 +190,8 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
     def json_body(self) -> dict[str, Any]:
         """The request body as a JSON object, or `InvalidJson`."""
         try:
-            document = json.loads(bytes(self._body).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+            document = parse_json(bytes(self._body).decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError is one
             raise InvalidJson() from None
         if not isinstance(document, dict):
             raise InvalidJson()

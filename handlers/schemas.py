@@ -6,6 +6,7 @@ per-field errors; `dump` shapes every record the server sends. Server-owned fiel
 """
 from __future__ import annotations
 
+import json
 import re
 from datetime import date
 from typing import Any, Mapping
@@ -20,6 +21,22 @@ MISSING = "필수 항목입니다."
 BLANK = "비어 있을 수 없습니다."
 NOT_TEXT = "문자열이어야 합니다."
 DATE_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def parse_json(text: str) -> Any:
+    """JSON from a client, or `ValueError`: also for nesting too deep to parse and for a
+    `\\ud800`-style escape that leaves half a surrogate pair, which no store can encode."""
+    try:
+        document = json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
+    if SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(document, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("a lone surrogate") from None
+    return document
 
 
 def too_long(limit: int) -> str:

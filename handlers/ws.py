@@ -16,12 +16,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import tornado.httputil
 import tornado.ioloop
 import tornado.iostream
 import tornado.websocket
 
-from handlers.base import ServerParts, origin_allowed, to_json
-from handlers.schemas import auth_schema, join_schema, room_schema, sync_request_schema
+from handlers.base import ServerParts, error_for_status, origin_allowed, to_json
+from handlers.schemas import auth_schema, join_schema, parse_json, room_schema, sync_request_schema
 from server.access import OPEN, Grant, bearer
 from server.answers import Answer
 from server.config import LimitsConfig
@@ -29,6 +30,7 @@ from server.hub import Push, encode_frame
 from server.ratelimit import TokenBucket
 from storage.errors import (
     CalsyncError,
+    Forbidden,
     InvalidJson,
     InvalidMessage,
     LimitExceeded,
@@ -36,6 +38,7 @@ from storage.errors import (
     ServerBusy,
     Unauthorized,
     UnknownEvent,
+    ValidationFailed,
 )
 
 log = logging.getLogger("calsync.ws")
@@ -60,7 +63,7 @@ class Envelope:
         if isinstance(message, bytes):
             raise EnvelopeError(cls(), InvalidMessage("텍스트 프레임만 지원합니다."))
         try:
-            frame = json.loads(message)
+            frame = parse_json(message)
         except ValueError:
             raise EnvelopeError(cls(), InvalidJson("메시지가 올바른 JSON이 아닙니다.")) from None
         if not isinstance(frame, dict):
@@ -95,6 +98,24 @@ def text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
+def handshake_problem(request: tornado.httputil.HTTPServerRequest) -> CalsyncError | None:
+    """What Tornado would refuse with a bare text answer, found first so it gets our JSON."""
+    headers = request.headers
+    if request.method != "GET":
+        return None  # answered 405 by `write_error`
+    if headers.get("Upgrade", "").lower() != "websocket":
+        return ValidationFailed("WebSocket 업그레이드 요청이 아닙니다. (Upgrade: websocket 필요)")
+    if "upgrade" not in [part.strip().lower() for part in headers.get("Connection", "").split(",")]:
+        return ValidationFailed("WebSocket 업그레이드 요청이 아닙니다. (Connection: Upgrade 필요)")
+    if not headers.get("Sec-WebSocket-Key"):
+        return ValidationFailed("Sec-WebSocket-Key 헤더가 필요합니다.")
+    if headers.get("Sec-WebSocket-Version") not in ("7", "8", "13"):
+        error = ValidationFailed("지원하지 않는 WebSocket 버전입니다. (Sec-WebSocket-Version: 13)")
+        error.status = 426
+        return error
+    return None
+
+
 def _valid_id(value: Any) -> bool:
     if isinstance(value, bool):
         return False
@@ -117,6 +138,14 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         """A full server and a token on the URL or in `Authorization` are checked before the
         upgrade: 503 `server_busy`, or 401 for a bad token. Without a token, the client may
         still send `auth`."""
+        problem = handshake_problem(self.request)
+        if problem is not None:
+            self._refuse(problem)
+            return
+        origin = self.request.headers.get("Origin")
+        if origin and not self.check_origin(origin):
+            self._refuse(Forbidden())
+            return
         if self.broker.members() >= self.limits.max_connections:
             self._refuse(ServerBusy())
             return
@@ -131,6 +160,10 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         except Unauthorized as exc:
             self.set_header("WWW-Authenticate", "Bearer")
             self._refuse(exc)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Anything but a handshake (`POST /ws`): the same JSON errors as every route."""
+        self._refuse(error_for_status(status_code))
 
     def _refuse(self, error: CalsyncError) -> None:
         """Answer the handshake with the contract's JSON error instead of upgrading."""

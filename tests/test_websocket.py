@@ -12,8 +12,6 @@ from tests.client import SyncClient, api
 from tests.test_rest import make_department, make_event
 
 
-
-
 async def test_connected_message(ws_url):
     connection = await tornado.websocket.websocket_connect(ws_url)
     try:

@@ -32,7 +32,6 @@ import tornado.httpclient
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.process import ServerProcess  # noqa: E402
 
-
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux: the kernel stamps each packet on arrival
 
 

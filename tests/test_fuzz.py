@@ -1,0 +1,55 @@
+"""A bounded fuzz run in the suite; `python -m tests.fuzz_long` runs the long one."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from tests.fuzzing import FRAMES, FuzzServer, Request, WsFuzzer, fuzz_request, requests
+
+FUZZ = settings(max_examples=400, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
+
+
+@pytest.fixture(scope="module")
+def fuzz_server():
+    server = FuzzServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def ws_fuzzer(fuzz_server):
+    fuzzer = WsFuzzer(fuzz_server)
+    yield fuzzer
+    fuzzer.close()
+
+
+def test_every_rest_route_answers_hostile_requests_with_the_contract(fuzz_server):
+    statuses: set[int] = set()
+
+    @FUZZ
+    @given(requests())
+    def run(request: Request) -> None:
+        statuses.add(fuzz_request(fuzz_server, request))
+
+    run()
+    assert {400, 401, 404}.issubset(statuses) and any(s < 300 for s in statuses)  # the run reached deep and shallow
+
+
+def test_hostile_websocket_frames_get_errors_and_the_connection_stays(ws_fuzzer):
+    events: set[str] = set()
+
+    @FUZZ
+    @given(FRAMES)
+    def run(frame: str | bytes) -> None:
+        events.update(reply["event"] for reply in ws_fuzzer.send(frame))
+
+    run()
+    assert "error" in events
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"name": "\\ud800"}', b"[" * 100_000, b'{"name": "' + "\u202e".encode() * 40 + b'"}', b"\xff" * 100,
+])
+def test_known_nasty_bodies(fuzz_server, raw):
+    fuzz_request(fuzz_server, Request("POST", "/api/departments", {"Authorization": "Bearer {token}"}, raw))
