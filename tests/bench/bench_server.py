@@ -5,9 +5,13 @@ process over loopback:
 
   * push latency: the time from sending a REST create to each client in the room
     receiving its `event_created` (p50/p99 over every delivery);
-  * REST creates/s with N concurrent clients.
+  * REST creates/s with N concurrent clients;
+  * with --slow-consumer: the same room twice, the second time with one more member that
+    joined and then stopped reading; the others' latency and the server's memory (VmRSS)
+    side by side, and how that member was closed.
 
     .venv/bin/python tests/bench/bench_server.py --clients 1000 --pushes 50 --writers 16
+    .venv/bin/python tests/bench/bench_server.py --clients 1000 --pushes 2000 --slow-consumer --description-bytes 2000
 
 Figures, not a test: nothing here passes or fails.
 """
@@ -115,6 +119,31 @@ class LightClient:
         self.sock.close()
 
 
+def resident_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def summary(latencies: list[float]) -> str:
+    return (f"p50 {percentile(latencies, 50) * 1000:.1f} ms   p99 {percentile(latencies, 99) * 1000:.1f} ms"
+            f"   max {max(latencies) * 1000:.1f} ms   mean {statistics.mean(latencies) * 1000:.1f} ms")
+
+
+async def slow_consumer(server: ServerProcess, room: str, clients: int, pushes: int, description: str) -> None:
+    pid = server.process.pid
+    await push_latency(server.url, room, min(clients, 100), 20, description=description)  # warm up
+    print(f"slow consumer: {clients} readers, {pushes} pushes with {len(description.encode())}-byte descriptions")
+    print(f"  server memory at start {resident_mib(pid):.1f} MiB")
+    plain = await push_latency(server.url, room, clients, pushes, description=description)
+    print(f"  without it:           {summary(plain)}   server memory {resident_mib(pid):.1f} MiB")
+    stalled = await push_latency(server.url, room, clients, pushes, stalled=1, description=description)
+    print(f"  with one not reading: {summary(stalled)}   server memory {resident_mib(pid):.1f} MiB")
+    print(f"  p99 ratio {percentile(stalled, 99) / percentile(plain, 99):.2f}x;"
+          f" the one not reading was closed with 1013: {'code=1013' in server.output}")
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
@@ -125,8 +154,20 @@ async def post(client: tornado.httpclient.AsyncHTTPClient, url: str, body: dict)
     return json.loads(response.body)
 
 
-async def push_latency(base: str, department_id: str, clients: int, pushes: int) -> list[float]:
+async def push_latency(base: str, department_id: str, clients: int, pushes: int, stalled: int = 0,
+                       description: str = "") -> list[float]:
+    """Latencies of every delivery to `clients` readers; `stalled` more members join and then
+    never read again (their kernel receive buffers kept small, so the server sees it soon)."""
     host, port = base.split("://")[1].split(":")
+    stopped: list[LightClient] = []
+    for _ in range(stalled):
+        member = await LightClient.connect(host, int(port))
+        member.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        assert b'"connected"' in await member.frames.get()
+        member.send(json.dumps({"event": "join_department", "data": {"department_id": department_id}}))
+        assert b'"joined_department"' in await member.frames.get()
+        asyncio.get_running_loop().remove_reader(member.sock)  # and it reads no more
+        stopped.append(member)
     connections: list[LightClient] = []
     for start in range(0, clients, 100):  # connect in waves, as a room fills up
         connections += await asyncio.gather(*(LightClient.connect(host, int(port))
@@ -155,11 +196,14 @@ async def push_latency(base: str, department_id: str, clients: int, pushes: int)
         arrivals.clear()
         everyone.clear()
         sent = time.time()  # the kernel's arrival stamps are wall-clock time too
-        await post(http, f"{base}/api/events/{department_id}", {"event_date": "2024-01-20", "title": f"push {i}"})
+        await post(http, f"{base}/api/events/{department_id}",
+                   {"event_date": "2024-01-20", "title": f"push {i}", "description": description})
         await asyncio.wait_for(everyone.wait(), 30)
         latencies.extend(at - sent for at in arrivals)
     for connection in connections:
         connection.close()
+    for member in stopped:
+        member.sock.close()  # its reader is gone already
     http.close()
     return latencies
 
@@ -186,7 +230,10 @@ async def main() -> None:
     parser.add_argument("--pushes", type=int, default=50)
     parser.add_argument("--writers", type=int, default=16)
     parser.add_argument("--creates", type=int, default=2000)
+    parser.add_argument("--slow-consumer", action="store_true", help="measure a room with and without a member that stops reading")
+    parser.add_argument("--description-bytes", type=int, default=0, help="size of each pushed event's description")
     args = parser.parse_args()
+    description = "x" * args.description_bytes
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * args.clients + 256)), hard))
@@ -200,11 +247,13 @@ async def main() -> None:
             other = (await post(http, server.url + "/api/departments", {"name": "쓰기"}))["department"]["id"]
             http.close()
 
-            latencies = await push_latency(server.url, room, args.clients, args.pushes)
+            if args.slow_consumer:
+                await slow_consumer(server, room, args.clients, args.pushes, description)
+                return
+            latencies = await push_latency(server.url, room, args.clients, args.pushes, description=description)
             print(f"backend {args.backend}: push latency, REST create -> {args.clients} WebSocket clients in one room,"
                   f" {args.pushes} pushes ({len(latencies)} deliveries)")
-            print(f"  p50 {percentile(latencies, 50) * 1000:.1f} ms   p99 {percentile(latencies, 99) * 1000:.1f} ms"
-                  f"   max {max(latencies) * 1000:.1f} ms   mean {statistics.mean(latencies) * 1000:.1f} ms")
+            print("  " + summary(latencies))
 
             rate = await create_rate(server.url, other, args.writers, args.creates)
             print(f"backend {args.backend}: REST creates with {args.writers} concurrent clients:"
