@@ -12,6 +12,7 @@ from tornado.testing import bind_unused_port
 
 from handlers.base import ApiHandler
 from server.config import ConfigError, load_config
+from server.inflight import InFlight
 from storage.dynamodb import DynamoOptions
 from tests.client import api
 from tests.process import run_cli
@@ -29,7 +30,8 @@ class RaisesStatus(ApiHandler):
                                           (500, "internal"), (502, "internal"), (503, "storage_unavailable")])
 async def test_any_http_error_is_the_contract_json(status, code):
     sock, port = bind_unused_port()
-    app = tornado.web.Application([(r"/status/(\d+)", RaisesStatus)], allowed_origins=(), max_body_bytes=1024)
+    app = tornado.web.Application([(r"/status/(\d+)", RaisesStatus)], allowed_origins=(), max_body_bytes=1024,
+                                  in_flight=InFlight())
     server = tornado.httpserver.HTTPServer(app)
     server.add_sockets([sock])
     client = AsyncHTTPServerClient(http_server=server, force_instance=True)
