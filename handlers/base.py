@@ -11,14 +11,13 @@ import logging
 from typing import Any
 
 import tornado.web
-
-from handlers.preconditions import idempotency_key
-from handlers.schemas import parse_json
-from server.access import OPEN, Grant, Tokens, bearer
-from server.answers import SyncAnswers
-from server.hub import Broker
-from storage.base import Storage
-from storage.errors import (
+from calsync.handlers.preconditions import idempotency_key
+from calsync.handlers.schemas import parse_json
+from calsync.server.access import OPEN, Grant, Tokens, bearer
+from calsync.server.answers import SyncAnswers
+from calsync.server.hub import Broker
+from calsync.storage.base import Storage
+from calsync.storage.errors import (
     CalsyncError,
     Conflict,
     Forbidden,
@@ -31,7 +30,7 @@ from storage.errors import (
     ValidationFailed,
     VersionConflict,
 )
-from storage.feed import Change, IdempotencyKey
+from calsync.storage.feed import Change, IdempotencyKey
 
 log = logging.getLogger("calsync.http")
 

@@ -1,8 +1,8 @@
 """REST: `/api/departments` and `/api/departments/{id}`."""
 from __future__ import annotations
 
-from handlers.base import ApiHandler
-from handlers.schemas import department_schema
+from calsync.handlers.base import ApiHandler
+from calsync.handlers.schemas import department_schema
 
 
 class DepartmentsHandler(ApiHandler):

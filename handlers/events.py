@@ -5,10 +5,10 @@ and DELETE name an event.
 """
 from __future__ import annotations
 
-from handlers.base import ApiHandler
-from handlers.preconditions import event_etag, if_match_versions, none_match
-from handlers.schemas import event_schema, events_query_schema
-from server.answers import etag_of
+from calsync.handlers.base import ApiHandler
+from calsync.handlers.preconditions import event_etag, if_match_versions, none_match
+from calsync.handlers.schemas import event_schema, events_query_schema
+from calsync.server.answers import etag_of
 
 
 class EventsHandler(ApiHandler):

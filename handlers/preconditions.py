@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from storage.errors import ValidationFailed
+from calsync.storage.errors import ValidationFailed
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
 TAG = re.compile(r'\s*(W/)?"([^"]*)"\s*(?:,|$)')

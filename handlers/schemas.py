@@ -12,10 +12,9 @@ from datetime import date
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from calsync.storage.errors import ValidationFailed
+from calsync.storage.feed import MAX_PAGE, Cursor
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validates_schema
-
-from storage.errors import ValidationFailed
-from storage.feed import MAX_PAGE, Cursor
 
 MISSING = "필수 항목입니다."
 BLANK = "비어 있을 수 없습니다."

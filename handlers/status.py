@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import asyncio
 
-from handlers.base import ApiHandler
-from storage.errors import StorageUnavailable
+from calsync.handlers.base import ApiHandler
+from calsync.storage.errors import StorageUnavailable
 
 READY_TIMEOUT = 5.0
 

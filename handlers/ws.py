@@ -20,15 +20,14 @@ import tornado.httputil
 import tornado.ioloop
 import tornado.iostream
 import tornado.websocket
-
-from handlers.base import ServerParts, error_for_status, origin_allowed, to_json
-from handlers.schemas import auth_schema, join_schema, parse_json, room_schema, sync_request_schema
-from server.access import OPEN, Grant, bearer
-from server.answers import Answer
-from server.config import LimitsConfig
-from server.hub import Push, encode_frame
-from server.ratelimit import TokenBucket
-from storage.errors import (
+from calsync.handlers.base import ServerParts, error_for_status, origin_allowed, to_json
+from calsync.handlers.schemas import auth_schema, join_schema, parse_json, room_schema, sync_request_schema
+from calsync.server.access import OPEN, Grant, bearer
+from calsync.server.answers import Answer
+from calsync.server.config import LimitsConfig
+from calsync.server.hub import Push, encode_frame
+from calsync.server.ratelimit import TokenBucket
+from calsync.storage.errors import (
     CalsyncError,
     Forbidden,
     InvalidJson,

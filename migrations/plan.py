@@ -9,9 +9,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from migrations.legacy import LegacyData, Problem, derived_id
-from migrations.snapshot import Snapshot
-from storage.records import Department, Event, import_outcome
+from calsync.migrations.legacy import LegacyData, Problem, derived_id
+from calsync.migrations.snapshot import Snapshot
+from calsync.storage.records import Department, Event, import_outcome
 
 EVENT_CONTENT = ("department_id", "event_date", "title", "description", "time", "url")
 NO_DEPARTMENT = {None, "0"}

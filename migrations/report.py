@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from migrations.plan import Step
+from calsync.migrations.plan import Step
 
 RULE = "=" * 50
 PROGRESS_ABOVE = 300  # records in a section before the bar replaces one line per record

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from migrations.legacy import LegacyFileError, read_legacy
-from migrations.plan import Plan, Step, plan_from_legacy, plan_from_snapshot
-from migrations.report import Reporter
-from migrations.snapshot import Snapshot, read_snapshot
-from server.config import load_config
-from storage.base import Storage
-from storage.errors import CalsyncError
-from storage.records import Department, Event
+from calsync.migrations.legacy import LegacyFileError, read_legacy
+from calsync.migrations.plan import Plan, Step, plan_from_legacy, plan_from_snapshot
+from calsync.migrations.report import Reporter
+from calsync.migrations.snapshot import Snapshot, read_snapshot
+from calsync.server.config import load_config
+from calsync.storage.base import Storage
+from calsync.storage.errors import CalsyncError
+from calsync.storage.records import Department, Event
 
 EVENT_BATCH = 500
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from storage.base import Storage
-from storage.records import Department, Event
+from calsync.storage.base import Storage
+from calsync.storage.records import Department, Event
 
 
 @dataclass

@@ -1,3 +1,1 @@
-"""calsync: a realtime calendar sync server (REST + WebSocket rooms) on pluggable storage."""
-
-__version__ = "0.1.0"
+"""The server process: app factory, config, CLI, the hub and its timers."""

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import jwt
-
-from storage.errors import Forbidden, Unauthorized
+from calsync.storage.errors import Forbidden, Unauthorized
 
 ALGORITHM = "HS256"
 ROLES = ("read", "write", "admin")

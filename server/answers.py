@@ -17,9 +17,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import orjson
-
-from storage.base import Storage
-from storage.feed import Cursor, FeedPage, FeedState
+from calsync.storage.base import Storage
+from calsync.storage.feed import Cursor, FeedPage, FeedState
 
 #: Departments kept encoded (least recently asked for goes first).
 CACHED_DEPARTMENTS = 32

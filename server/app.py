@@ -6,17 +6,17 @@ they like.
 from __future__ import annotations
 
 import tornado.web
+from calsync.handlers import departments, events, status, ws
+from calsync.handlers.base import NotFoundHandler
+from calsync.server.access import Tokens
+from calsync.server.answers import SyncAnswers
+from calsync.server.config import LimitsConfig, ServerConfig, SyncConfig
+from calsync.server.hub import Broker
+from calsync.server.inflight import InFlight
+from calsync.server.requestlog import log_request
+from calsync.storage.base import Storage
 
-from handlers import departments, events, status, ws
-from handlers.base import NotFoundHandler
-from server import __version__
-from server.access import Tokens
-from server.answers import SyncAnswers
-from server.config import LimitsConfig, ServerConfig, SyncConfig
-from server.hub import Broker
-from server.inflight import InFlight
-from server.requestlog import log_request
-from storage.base import Storage
+from calsync import __version__
 
 
 def make_app(

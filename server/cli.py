@@ -17,17 +17,17 @@ from typing import Sequence
 
 import tornado.httpserver
 import tornado.netutil
+from calsync.migrations.runner import MigrateOptions, SourceError, migrate
+from calsync.server.access import ROLES, Tokens, parse_duration
+from calsync.server.app import make_app
+from calsync.server.config import Config, ConfigError, load_config
+from calsync.server.housekeeping import Housekeeping
+from calsync.server.hub import Hub
+from calsync.server.inflight import InFlight
+from calsync.server.logs import configure_logging
+from calsync.storage.errors import StorageSetupError
 
-from migrations.runner import MigrateOptions, SourceError, migrate
-from server import __version__
-from server.access import ROLES, Tokens, parse_duration
-from server.app import make_app
-from server.config import Config, ConfigError, load_config
-from server.housekeeping import Housekeeping
-from server.hub import Hub
-from server.inflight import InFlight
-from server.logs import configure_logging
-from storage.errors import StorageSetupError
+from calsync import __version__
 
 log = logging.getLogger("calsync")
 CLOSE_SECONDS = 5.0  # for WebSocket close handshakes after the grace period

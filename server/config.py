@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
-
-from server.access import MIN_SECRET_LENGTH, Tokens
-from server.envfile import read_env_file
-from storage.base import BackendOptions, Storage
-from storage.registry import UnknownBackend, known_backends, load_backend
+from calsync.server.access import MIN_SECRET_LENGTH, Tokens
+from calsync.server.envfile import read_env_file
+from calsync.storage.base import BackendOptions, Storage
+from calsync.storage.registry import UnknownBackend, known_backends, load_backend
 
 DEFAULT_PATH = "calsync.yaml"
 ENV_VAR = "CALSYNC_CONFIG"

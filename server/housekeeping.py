@@ -8,12 +8,11 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterable
 
+from calsync.server.config import ServerConfig, SyncConfig
+from calsync.server.heartbeat import Heartbeat, Pingable
+from calsync.storage.base import Storage
+from calsync.storage.errors import CalsyncError
 from tornado.ioloop import PeriodicCallback
-
-from server.config import ServerConfig, SyncConfig
-from server.heartbeat import Heartbeat, Pingable
-from storage.base import Storage
-from storage.errors import CalsyncError
 
 log = logging.getLogger("calsync")
 PURGE_SECONDS = 3600

@@ -17,7 +17,7 @@ import json
 import logging
 from typing import Any, Iterable, Protocol
 
-from storage.feed import Change, Kind
+from calsync.storage.feed import Change, Kind
 
 log = logging.getLogger("calsync.hub")
 

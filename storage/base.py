@@ -10,8 +10,8 @@ import abc
 from dataclasses import dataclass
 from typing import Any, ClassVar, Collection, Mapping, Sequence
 
-from storage.feed import Change, Cursor, FeedPage, FeedState, IdempotencyKey
-from storage.records import Department, Event
+from calsync.storage.feed import Change, Cursor, FeedPage, FeedState, IdempotencyKey
+from calsync.storage.records import Department, Event
 
 
 @dataclass(frozen=True)

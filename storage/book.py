@@ -10,9 +10,9 @@ import dataclasses
 import time
 from typing import Any, Collection, Mapping
 
-from storage.errors import VersionConflict
-from storage.feed import Cursor, FeedPage, FeedState, IdempotencyKey, StoredCreate, Tombstone, answer, expired
-from storage.records import Department, Event, new_epoch
+from calsync.storage.errors import VersionConflict
+from calsync.storage.feed import Cursor, FeedPage, FeedState, IdempotencyKey, StoredCreate, Tombstone, answer, expired
+from calsync.storage.records import Department, Event, new_epoch
 
 
 def check_versions(event: Event, if_versions: Collection[int] | None) -> None:

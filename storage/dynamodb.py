@@ -41,10 +41,9 @@ import boto3
 import botocore.config
 import botocore.exceptions
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-
-from storage.base import BackendOptions
-from storage.book import check_versions
-from storage.errors import (
+from calsync.storage.base import BackendOptions
+from calsync.storage.book import check_versions
+from calsync.storage.errors import (
     DepartmentNotFound,
     DuplicateDepartmentName,
     EventNotFound,
@@ -52,7 +51,7 @@ from storage.errors import (
     StorageSetupError,
     StorageUnavailable,
 )
-from storage.feed import (
+from calsync.storage.feed import (
     Change,
     Cursor,
     FeedPage,
@@ -64,8 +63,8 @@ from storage.feed import (
     changes_page,
     full_page,
 )
-from storage.records import Department, Event, import_outcome, new_epoch
-from storage.threaded import ThreadedStorage
+from calsync.storage.records import Department, Event, import_outcome, new_epoch
+from calsync.storage.threaded import ThreadedStorage
 
 log = logging.getLogger("calsync.dynamodb")
 T = TypeVar("T")

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from storage.errors import IdempotencyMismatch
-from storage.records import Department, Event
+from calsync.storage.errors import IdempotencyMismatch
+from calsync.storage.records import Department, Event
 
 #: Most items in one incremental answer, whatever `limit` asks (the contract allows ≥ 1,000).
 #: Storage takes `limit=None` as "no limit"; the protocol layer applies this cap.

@@ -20,18 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
-from storage.base import BackendOptions
-from storage.book import DepartmentBook, check_versions, kept_create
-from storage.errors import (
+from calsync.storage.base import BackendOptions
+from calsync.storage.book import DepartmentBook, check_versions, kept_create
+from calsync.storage.errors import (
     DepartmentNotFound,
     DuplicateDepartmentName,
     EventNotFound,
     StorageSetupError,
     StorageUnavailable,
 )
-from storage.feed import Change, Cursor, FeedPage, FeedState, IdempotencyKey, Kind, StoredCreate
-from storage.records import Department, Event, import_outcome, name_taken
-from storage.threaded import ThreadedStorage
+from calsync.storage.feed import Change, Cursor, FeedPage, FeedState, IdempotencyKey, Kind, StoredCreate
+from calsync.storage.records import Department, Event, import_outcome, name_taken
+from calsync.storage.threaded import ThreadedStorage
 
 T = TypeVar("T")
 

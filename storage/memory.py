@@ -8,11 +8,11 @@ import dataclasses
 import time
 from typing import Any, Collection, Mapping, Sequence
 
-from storage.base import Storage
-from storage.book import DepartmentBook, check_versions, kept_create
-from storage.errors import DepartmentNotFound, DuplicateDepartmentName, EventNotFound
-from storage.feed import Change, Cursor, FeedPage, FeedState, IdempotencyKey, Kind, StoredCreate
-from storage.records import Department, Event, import_outcome, name_taken
+from calsync.storage.base import Storage
+from calsync.storage.book import DepartmentBook, check_versions, kept_create
+from calsync.storage.errors import DepartmentNotFound, DuplicateDepartmentName, EventNotFound
+from calsync.storage.feed import Change, Cursor, FeedPage, FeedState, IdempotencyKey, Kind, StoredCreate
+from calsync.storage.records import Department, Event, import_outcome, name_taken
 
 
 class MemoryStorage(Storage):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from storage.base import Storage
+from calsync.storage.base import Storage
 
 ENTRY_POINT_GROUP = "calsync.storage"
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
-from storage.base import BackendOptions
-from storage.errors import (
+from calsync.storage.base import BackendOptions
+from calsync.storage.errors import (
     DepartmentNotFound,
     DuplicateDepartmentName,
     EventNotFound,
@@ -23,7 +23,7 @@ from storage.errors import (
     StorageUnavailable,
     VersionConflict,
 )
-from storage.feed import (
+from calsync.storage.feed import (
     Change,
     Cursor,
     FeedPage,
@@ -35,8 +35,8 @@ from storage.feed import (
     changes_page,
     full_page,
 )
-from storage.records import Department, Event, import_outcome, new_epoch
-from storage.threaded import ThreadedStorage
+from calsync.storage.records import Department, Event, import_outcome, new_epoch
+from calsync.storage.threaded import ThreadedStorage
 
 T = TypeVar("T")
 

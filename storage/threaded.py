@@ -10,7 +10,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
-from storage.base import BackendOptions, Storage
+from calsync.storage.base import BackendOptions, Storage
 
 T = TypeVar("T")
 

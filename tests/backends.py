@@ -10,12 +10,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from storage.base import Storage
-from storage.dynamodb import DynamoOptions, DynamoStorage
-from storage.jsonfile import JsonOptions, JsonStorage
-from storage.memory import MemoryStorage
-from storage.sqlite import SqliteOptions, SqliteStorage
+from calsync.storage.base import Storage
+from calsync.storage.dynamodb import DynamoOptions, DynamoStorage
+from calsync.storage.jsonfile import JsonOptions, JsonStorage
+from calsync.storage.memory import MemoryStorage
+from calsync.storage.sqlite import SqliteOptions, SqliteStorage
 
 BACKENDS = ["memory", "sqlite", "json", "dynamodb", "dynamodb-http"]
 

@@ -16,7 +16,7 @@ START_TIMEOUT = 30.0
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     """Run `python -m server ARGS` to the end; the result has `stdout`, `stderr`, `returncode`."""
-    return subprocess.run([sys.executable, "-m", "server", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "calsync", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
@@ -25,7 +25,7 @@ class ServerProcess:
 
     def __init__(self, config: Path, *extra: str, env: dict | None = None) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--config", str(config), "--port", "0", *extra],
+            [sys.executable, "-m", "calsync", "serve", "--config", str(config), "--port", "0", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, stdin=subprocess.DEVNULL,
         )
         self.lines: list[str] = []

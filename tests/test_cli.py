@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import tornado.websocket
+from calsync.server.access import Tokens
 
-from server.access import Tokens
 from tests.process import ServerProcess, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -162,7 +162,7 @@ def test_create_tables_embedded(tmp_path, backend, made):
     assert second.returncode == 0 and "checked" in second.stdout, second
 
 
-def test_python_dash_m_server_is_calsync():
+def test_python_dash_m_calsync_is_the_command():
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("calsync ")
 

@@ -5,11 +5,10 @@ import os
 from pathlib import Path
 
 import pytest
-
-from server.config import ConfigError, load_config
-from storage.jsonfile import JsonStorage
-from storage.memory import MemoryStorage
-from storage.sqlite import SqliteStorage
+from calsync.server.config import ConfigError, load_config
+from calsync.storage.jsonfile import JsonStorage
+from calsync.storage.memory import MemoryStorage
+from calsync.storage.sqlite import SqliteStorage
 
 
 @pytest.fixture(autouse=True)
@@ -151,8 +150,8 @@ def test_unknown_backend_lists_known_names(tmp_path):
 
 
 def test_backend_named_as_module_and_class(tmp_path):
-    config = load_config(write(tmp_path, "storage:\n  backend: storage.memory:MemoryStorage\n"))
+    config = load_config(write(tmp_path, "storage:\n  backend: calsync.storage.memory:MemoryStorage\n"))
     assert config.backend_class is MemoryStorage
     assert "is not a calsync Storage class" in error_of(write(tmp_path, "storage:\n  backend: pathlib:Path\n"))
     assert "cannot import" in error_of(write(tmp_path, "storage:\n  backend: no_such_module:Thing\n"))
-    assert "has no class" in error_of(write(tmp_path, "storage:\n  backend: storage.memory:Nope\n"))
+    assert "has no class" in error_of(write(tmp_path, "storage:\n  backend: calsync.storage.memory:Nope\n"))

@@ -7,13 +7,13 @@ import collections
 import boto3
 import botocore.exceptions
 import pytest
+from calsync.server.app import make_app
+from calsync.server.hub import Hub
+from calsync.storage.errors import DuplicateDepartmentName
+from calsync.storage.feed import Cursor
 from moto.server import ThreadedMotoServer
 from tornado.testing import bind_unused_port
 
-from server.app import make_app
-from server.hub import Hub
-from storage.errors import DuplicateDepartmentName
-from storage.feed import Cursor
 from tests.backends import dynamo_options, make_dynamo
 from tests.client import SyncClient, api
 from tests.process import ServerProcess, run_cli
@@ -307,7 +307,7 @@ def test_rejected_credentials_at_start(tmp_path, outage_moto):
 
 
 def test_environment_names_region_and_tables(tmp_path, monkeypatch):
-    from server.config import load_config
+    from calsync.server.config import load_config
 
     monkeypatch.setenv("AWS_REGION", "us-west-2")
     monkeypatch.setenv("DEPARTMENTS_TABLE", "teams")
@@ -366,7 +366,7 @@ async def test_two_servers_editing_one_event_keep_the_feed_whole(moto_server):
 
 
 async def test_a_seq_left_unwritten_by_a_dead_writer_is_closed(dynamo, monkeypatch):
-    monkeypatch.setattr("storage.dynamodb.HOLE_WAIT_SECONDS", 0.3)
+    monkeypatch.setattr("calsync.storage.dynamodb.HOLE_WAIT_SECONDS", 0.3)
     department = (await dynamo.create_department("개발팀")).record
     first = (await dynamo.create_event(department.id, {"event_date": "2024-01-20", "title": "하나"})).record
     dynamo._take_seq(department.id)  # a server counted seq 2, then died before writing it

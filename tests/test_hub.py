@@ -4,9 +4,9 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from server.hub import Hub, Push, push_of
-from storage.feed import Change, Kind
-from storage.records import Department, Event
+from calsync.server.hub import Hub, Push, push_of
+from calsync.storage.feed import Change, Kind
+from calsync.storage.records import Department, Event
 
 DEPARTMENT = Department.new("개발팀")
 EVENT = Event.new(DEPARTMENT.id, {"event_date": "2024-01-20", "title": "회의"})

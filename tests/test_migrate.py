@@ -12,11 +12,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from calsync.migrations.legacy import department_id_for, derived_id
+from calsync.migrations.runner import MigrateOptions, migrate
+from calsync.migrations.snapshot import read_snapshot
+from calsync.storage.records import Event
 
-from migrations.legacy import department_id_for, derived_id
-from migrations.runner import MigrateOptions, migrate
-from migrations.snapshot import read_snapshot
-from storage.records import Event
 from tests.process import run_cli
 from tests.test_cli import write_config
 
@@ -306,7 +306,7 @@ async def test_name_held_by_another_id_in_the_target_is_refused(pair, tmp_path):
 
 async def test_failed_writes_are_not_reported_as_success(storage, legacy):
     async def refuse(records):
-        from storage.errors import StorageUnavailable
+        from calsync.storage.errors import StorageUnavailable
         raise StorageUnavailable()
 
     storage.import_events = refuse
@@ -315,7 +315,7 @@ async def test_failed_writes_are_not_reported_as_success(storage, legacy):
 
 
 async def test_a_failed_read_back_is_a_failed_verification(storage, legacy):
-    from storage.errors import StorageUnavailable
+    from calsync.storage.errors import StorageUnavailable
 
     async def gone(*args, **kwargs):  # the empty target needs no listing while planning
         raise StorageUnavailable()

@@ -5,12 +5,12 @@ import asyncio
 
 import pytest
 import tornado.httpserver
+from calsync.server.app import make_app
+from calsync.server.hub import Hub
+from calsync.storage.base import Storage
 from pytest_tornasync.plugin import AsyncHTTPServerClient
 from tornado.testing import bind_unused_port
 
-from server.app import make_app
-from server.hub import Hub
-from storage.base import Storage
 from tests.client import SyncClient, api, api_full
 from tests.test_rest import MEETING, make_department, make_event
 
@@ -398,7 +398,7 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 @pytest.mark.parametrize("backend", ["memory"])
 async def test_a_client_that_never_answers_pings_is_closed(app, http_server_client):
-    from server.heartbeat import Heartbeat
+    from calsync.server.heartbeat import Heartbeat
 
     heartbeat = Heartbeat(app.settings["broker"].connections, 0.1, 0.2)
     heartbeat.start()

@@ -49,7 +49,7 @@ def time_migrate(config: Path, legacy: Path, env: dict) -> tuple[float, float]:
     """Wall-clock seconds of the whole command, and the CPU seconds calsync itself used."""
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "server", "migrate", "--from", str(legacy), "--config", str(config),
+    result = subprocess.run([sys.executable, "-m", "calsync", "migrate", "--from", str(legacy), "--config", str(config),
                              "--quiet"], capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - started
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -93,7 +93,7 @@ def main() -> None:
                 # moto answers a Query by scanning the whole table, so its pages take seconds at 100k items
                 config.write_text(f"storage:\n  backend: dynamodb\n  dynamodb:\n    endpoint_url: http://127.0.0.1:{port}\n"
                                   "    timeout_seconds: 120\n")
-                subprocess.run([sys.executable, "-m", "server", "create-tables", "--config", str(config)], check=True,
+                subprocess.run([sys.executable, "-m", "calsync", "create-tables", "--config", str(config)], check=True,
                                capture_output=True, env=env)
                 first, cpu = time_migrate(config, folder / "legacy", env)
                 print(f"dynamodb (moto server over HTTP): {records} records in {first:.1f} s ="

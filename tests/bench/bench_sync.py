@@ -28,9 +28,10 @@ from pathlib import Path
 import tornado.websocket
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from storage.jsonfile import JsonOptions, JsonStorage  # noqa: E402
-from storage.records import Department, Event  # noqa: E402
-from storage.sqlite import SqliteOptions, SqliteStorage  # noqa: E402
+from calsync.storage.jsonfile import JsonOptions, JsonStorage  # noqa: E402
+from calsync.storage.records import Department, Event  # noqa: E402
+from calsync.storage.sqlite import SqliteOptions, SqliteStorage  # noqa: E402
+
 from tests.process import ServerProcess  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -4,16 +4,15 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from storage.errors import (
+from calsync.storage.errors import (
     DepartmentNotFound,
     DuplicateDepartmentName,
     EventNotFound,
     IdempotencyMismatch,
     VersionConflict,
 )
-from storage.feed import Change, Cursor, IdempotencyKey, Kind, Tombstone
-from storage.records import Event
+from calsync.storage.feed import Change, Cursor, IdempotencyKey, Kind, Tombstone
+from calsync.storage.records import Event
 
 MEETING = {"event_date": "2024-01-20", "title": "팀 회의", "description": "", "time": "", "url": ""}
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from storage.errors import DepartmentNotFound, DuplicateDepartmentName, EventNotFound
-from storage.feed import Change
-from storage.records import Department, Event
+from calsync.storage.errors import DepartmentNotFound, DuplicateDepartmentName, EventNotFound
+from calsync.storage.feed import Change
+from calsync.storage.records import Department, Event
 
 MEETING = {"event_date": "2024-01-20", "title": "팀 회의", "description": "주간 팀 회의", "time": "오후 2:00",
            "url": "https://example.com"}
