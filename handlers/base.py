@@ -113,6 +113,8 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
     SUPPORTED_METHODS = ("GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD", "PATCH")
     #: Routes anyone may call with auth on (`/`, `/health`, `/ready`, unknown paths).
     open_access = False
+    #: Routes that also take the token as `?token=` (the .ics feed: calendar apps send no headers).
+    token_in_query = False
     grant: Grant = OPEN
     _counted = False  # counted in the app's `InFlight` until finished or dropped
 
@@ -134,8 +136,11 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
             raise TooLarge()
         self.request.connection.set_max_body_size(limit)  # a chunked body over the limit is cut off
         if self.tokens is not None and not self.open_access and self.request.method != "OPTIONS":
+            token = bearer(self.request.headers.get("Authorization"))
+            if token is None and self.token_in_query:
+                token = self.get_query_argument("token", None)
             try:
-                self.grant = self.tokens.verify(bearer(self.request.headers.get("Authorization")) or "")
+                self.grant = self.tokens.verify(token or "")
             except Unauthorized as exc:
                 self.answer_after_body(exc)
 

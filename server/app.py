@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import tornado.web
 from calsync.handlers import departments, events, status, ws
+from calsync.handlers import ics as ics_feed
 from calsync.handlers.base import NotFoundHandler
 from calsync.server.access import Tokens
 from calsync.server.answers import SyncAnswers
-from calsync.server.config import LimitsConfig, ServerConfig, SyncConfig
+from calsync.server.config import IcsConfig, LimitsConfig, ServerConfig, SyncConfig
 from calsync.server.hub import Broker
 from calsync.server.inflight import InFlight
 from calsync.server.requestlog import log_request
@@ -28,11 +29,12 @@ def make_app(
     tokens: Tokens | None = None,
     auth_timeout: float = 10.0,
     limits: LimitsConfig | None = None,
+    ics: IcsConfig | None = None,
     **settings: object,
 ) -> tornado.web.Application:
     server = server or ServerConfig()
     sync = sync or SyncConfig()
-    routes = status.routes + departments.routes + events.routes + ws.routes
+    routes = status.routes + departments.routes + ics_feed.routes + events.routes + ws.routes
     return tornado.web.Application(
         routes,
         default_handler_class=NotFoundHandler,
@@ -47,6 +49,8 @@ def make_app(
         backend_name=backend_name or type(storage).__name__,
         version=__version__,
         allowed_origins=server.allowed_origins,
+        timezone=server.timezone,
+        ics_default_minutes=(ics or IcsConfig()).default_minutes,
         max_body_bytes=server.max_body_bytes,
         websocket_max_message_size=server.max_message_bytes,
         log_function=log_request,

@@ -128,7 +128,7 @@ async def serve(config: Config) -> None:
         await storage.open()
         hub = Hub()
         app = make_app(storage, hub, config.server, config.backend, config.sync, config.auth.tokens(),
-                       config.auth.timeout, config.limits)
+                       config.auth.timeout, config.limits, config.ics)
         housekeeping = Housekeeping(storage, hub.connections, config.server, config.sync)
         try:
             sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host)
