@@ -231,6 +231,56 @@ class AuthSchema(ResourceSchema):
     token = Text(8192, required=True)
 
 
+# -- answers: what the server sends, described for the OpenAPI document -------------------
+class ErrorSchema(Schema):
+    success = fields.Boolean(required=True, metadata={"enum": [False]})
+    message = fields.String(required=True, metadata={"description": "사람이 읽는 한국어 메시지"})
+    code = fields.String(required=True, metadata={"description": "기계가 읽는 오류 코드 (contract 2, 9)"})
+    errors = fields.Dict(keys=fields.String(), values=fields.Raw(), metadata={"description": "필드별 오류"})
+    event = fields.Nested(EventSchema, metadata={"description": "412 version_conflict: 지금의 이벤트"})
+
+
+class Reply(Schema):
+    success = fields.Boolean(required=True, metadata={"enum": [True]})
+
+
+class DepartmentsReply(Reply):
+    departments = fields.List(fields.Nested(DepartmentSchema), required=True)
+
+
+class DepartmentReply(Reply):
+    department = fields.Nested(DepartmentSchema, required=True)
+
+
+class EventReply(Reply):
+    event = fields.Nested(EventSchema, required=True)
+
+
+class TombstoneSchema(Schema):
+    id = fields.String(required=True)
+    seq = fields.Integer(required=True)
+
+
+class EventsReply(Reply):
+    events = fields.List(fields.Nested(EventSchema), required=True)
+    deleted = fields.List(fields.Nested(TombstoneSchema), required=True)
+    seq = fields.Integer(required=True)
+    epoch = fields.String(required=True)
+    reset = fields.Boolean(required=True)
+    more = fields.Boolean(required=True)
+
+
+class MessageReply(Reply):
+    message = fields.String(required=True)
+
+
+class ServerStatusReply(Reply):
+    status = fields.String(required=True)
+    message = fields.String()
+    version = fields.String()
+    storage = fields.String()
+
+
 department_schema = DepartmentSchema()
 event_schema = EventSchema()
 events_query_schema = EventsQuerySchema()

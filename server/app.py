@@ -6,7 +6,7 @@ they like.
 from __future__ import annotations
 
 import tornado.web
-from calsync.handlers import departments, events, status, ws
+from calsync.handlers import departments, events, openapi, status, ws
 from calsync.handlers import ics as ics_feed
 from calsync.handlers.base import NotFoundHandler
 from calsync.server.access import Tokens
@@ -34,7 +34,7 @@ def make_app(
 ) -> tornado.web.Application:
     server = server or ServerConfig()
     sync = sync or SyncConfig()
-    routes = status.routes + departments.routes + ics_feed.routes + events.routes + ws.routes
+    routes = status.routes + departments.routes + ics_feed.routes + events.routes + openapi.routes + ws.routes
     return tornado.web.Application(
         routes,
         default_handler_class=NotFoundHandler,

@@ -147,11 +147,13 @@ FRAMES = st.one_of(
 
 # -- the server under test ----------------------------------------------------------------
 class FuzzServer:
-    """calsync on a thread of its own, with a department and an event to aim at."""
+    """calsync on a thread of its own, with a department and an event to aim at; auth on
+    unless `auth` is False."""
 
-    def __init__(self) -> None:
+    def __init__(self, auth: bool = True) -> None:
         self.folder = tempfile.TemporaryDirectory()
         self.tokens = Tokens(SECRET)
+        self.auth = auth
         self.loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -175,11 +177,13 @@ class FuzzServer:
         self.storage = SqliteStorage(SqliteOptions(path=Path(self.folder.name) / "calsync.db"))
         await self.storage.open()
         app = make_app(self.storage, Hub(), ServerConfig(max_body_bytes=MAX_BODY, max_message_bytes=MAX_MESSAGE),
-                       "sqlite", tokens=self.tokens, limits=LimitsConfig(messages_per_second=100_000))
+                       "sqlite", tokens=self.tokens if self.auth else None,
+                       limits=LimitsConfig(messages_per_second=100_000))
         sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
         self.http = tornado.httpserver.HTTPServer(app)
         self.http.add_sockets(sockets)
         self.host = f"127.0.0.1:{sockets[0].getsockname()[1]}"
+        self.url = f"http://{self.host}"
 
     def feeds(self) -> list[tuple[str, str, int]]:
         """Every department's name and feed position: what a rejected input must not move."""
