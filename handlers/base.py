@@ -223,6 +223,8 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if not isinstance(exc, CalsyncError):  # Tornado's HTTPError, or a bug (500)
             exc = error_for_status(status_code)
+        if "metrics" in self.settings:
+            self.settings["metrics"].error(exc.code, "rest")
         body = {"success": False, "message": exc.message, "code": exc.code}
         if exc.errors:
             body["errors"] = exc.errors

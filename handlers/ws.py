@@ -166,6 +166,7 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
 
     def _refuse(self, error: CalsyncError) -> None:
         """Answer the handshake with the contract's JSON error instead of upgrading."""
+        self.settings["metrics"].error(error.code, "ws")
         self.set_status(error.status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(to_json({"success": False, "message": error.message, "code": error.code}))
@@ -320,6 +321,7 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
             pass  # the client left; there is no one to answer
 
     def reply_error(self, error: CalsyncError, envelope: Envelope) -> None:
+        self.settings["metrics"].error(error.code, "ws")
         data = {"message": error.message, "code": error.code, "request": envelope.event}
         if error.errors:
             data["errors"] = error.errors

@@ -6,7 +6,7 @@ they like.
 from __future__ import annotations
 
 import tornado.web
-from calsync.handlers import departments, events, openapi, status, ws
+from calsync.handlers import departments, events, metrics, openapi, status, webapp, ws
 from calsync.handlers import ics as ics_feed
 from calsync.handlers.base import NotFoundHandler
 from calsync.server.access import Tokens
@@ -14,6 +14,7 @@ from calsync.server.answers import SyncAnswers
 from calsync.server.config import IcsConfig, LimitsConfig, ServerConfig, SyncConfig
 from calsync.server.hub import Broker
 from calsync.server.inflight import InFlight
+from calsync.server.metrics import Metrics, TimedStorage
 from calsync.server.requestlog import log_request
 from calsync.storage.base import Storage
 
@@ -34,10 +35,19 @@ def make_app(
 ) -> tornado.web.Application:
     server = server or ServerConfig()
     sync = sync or SyncConfig()
-    routes = status.routes + departments.routes + ics_feed.routes + events.routes + openapi.routes + ws.routes
+    routes = (status.routes + departments.routes + ics_feed.routes + events.routes + openapi.routes + metrics.routes
+              + webapp.routes + ws.routes)
+    measured = Metrics(broker, {route[1]: route_label(route[0]) for route in routes})
+    storage = TimedStorage(storage, measured, backend_name or type(storage).__name__)
+
+    def log_function(handler: tornado.web.RequestHandler) -> None:
+        measured.request_done(handler)
+        log_request(handler)
+
     return tornado.web.Application(
         routes,
         default_handler_class=NotFoundHandler,
+        metrics=measured,
         storage=storage,
         broker=broker,
         answers=SyncAnswers(storage),
@@ -53,6 +63,11 @@ def make_app(
         ics_default_minutes=(ics or IcsConfig()).default_minutes,
         max_body_bytes=server.max_body_bytes,
         websocket_max_message_size=server.max_message_bytes,
-        log_function=log_request,
+        log_function=log_function,
         **settings,
     )
+
+
+def route_label(pattern: str) -> str:
+    """A route's pattern as people write it: `/api/events/{id}`."""
+    return pattern.replace("([^/]+)", "{id}").replace("\\.", ".")

@@ -15,7 +15,8 @@ from __future__ import annotations
 import abc
 import json
 import logging
-from typing import Any, Iterable, Protocol
+import time
+from typing import Any, Callable, Iterable, Protocol
 
 from calsync.storage.feed import Change, Kind
 
@@ -82,11 +83,9 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def remove(self, member: Member) -> None:
-        self._members.discard(member)
-        for rooms in (self._rooms, self._joining, self._floors):
-            for room in [room for room, members in rooms.items() if member in members]:
-                self.leave(room, member)
+        """A connection is gone: it leaves every room."""
 
+    @abc.abstractmethod
     def join(self, room: str, member: Member) -> None:
         """Start joining `room`: its pushes are held for `member` until `go_live`."""
 
@@ -106,6 +105,23 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def close_all(self, code: int, reason: str) -> None:
         """Close every connection (server shutdown: 1001 going away)."""
+
+    @abc.abstractmethod
+    def members(self, room: str | None = None) -> int:
+        """How many connections this process has, or how many are in `room`."""
+
+    @abc.abstractmethod
+    def room_count(self) -> int:
+        """How many rooms have someone in them."""
+
+    def observe_fanout(self, callback: Callable[[int, float], None]) -> None:
+        """Call `callback(deliveries, seconds)` after each push is handed to its listeners
+        (metrics); once per push, not per connection."""
+        self._on_fanout = callback
+
+    @staticmethod
+    def _on_fanout(deliveries: int, seconds: float) -> None:
+        """Nobody observes by default."""
 
 
 class Hub(Broker):
@@ -178,6 +194,9 @@ class Hub(Broker):
     def members(self, room: str | None = None) -> int:
         return len(self._members if room is None else self._rooms.get(room, ()))
 
+    def room_count(self) -> int:
+        return len(self._rooms)
+
     # pushes
     def publish(self, change: Change) -> None:
         room, event, data = push_of(change)
@@ -209,7 +228,9 @@ class Hub(Broker):
         return [m for m in members if m not in had]
 
     def _send_all(self, members: Iterable[Member], push: Push) -> None:
-        for member in list(members):
+        members = list(members)
+        started = time.perf_counter()
+        for member in members:
             try:
                 member.send(push)
             except Exception:
@@ -218,6 +239,7 @@ class Hub(Broker):
                 log.warning("closing a connection that failed to take a push", exc_info=True)
                 self.remove(member)
                 self._close(member, 1011, "push failed")
+        self._on_fanout(len(members), time.perf_counter() - started)
 
     def close_all(self, code: int, reason: str) -> None:
         for member in list(self._members):

@@ -1,0 +1,39 @@
+"""`/app/`: the web calendar's static files (contract 10), served from the `calsync.web`
+package, with a policy that lets the page talk only to this server."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import calsync.web
+import tornado.web
+from calsync.handlers.base import error_for_status, to_json
+
+WEB_FOLDER = Path(calsync.web.__file__).resolve().parent
+POLICY = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; "
+          "script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
+class WebAppHandler(tornado.web.StaticFileHandler):
+    def set_extra_headers(self, path: str) -> None:
+        self.set_header("Content-Security-Policy", POLICY)
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", "no-cache")  # revalidated with the ETag each time
+
+    @classmethod
+    def get_absolute_path(cls, root: str, path: str) -> str:
+        if path.endswith(".py") or "__pycache__" in path:
+            return str(Path(root) / "not-served")  # the package's own files are no pages
+        return super().get_absolute_path(root, path)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = error_for_status(status_code)
+        self.set_status(error.status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(to_json({"success": False, "message": error.message, "code": error.code}))
+
+
+routes = [
+    (r"/app", tornado.web.RedirectHandler, {"url": "/app/"}),
+    (r"/app/(.*)", WebAppHandler, {"path": str(WEB_FOLDER), "default_filename": "index.html"}),
+]
