@@ -58,13 +58,14 @@ def allowed(role: str, scope: str, target: str, action: str) -> bool:
     reads = role == "admin" or scope == "*" or target == "own"
     if action in ("create_department", "update_department", "delete_department"):
         return role == "admin"
-    if action in ("get_department", "list_events"):
+    if action in ("get_department", "list_events", "calendar_feed", "join_department", "sync_request"):
         return reads
     return reads and role in ("write", "admin")
 
 
-ACTIONS = ["get_department", "update_department", "delete_department", "list_events", "create_event",
-           "update_event", "delete_event"]
+ACTIONS = ["get_department", "update_department", "delete_department", "list_events", "calendar_feed",
+           "create_event", "update_event", "delete_event"]
+WS_ACTIONS = ["join_department", "sync_request"]
 
 
 async def act(client, action: str, department: dict, headers: dict, admin: dict) -> int:
@@ -80,6 +81,10 @@ async def act(client, action: str, department: dict, headers: dict, admin: dict)
         return (await api(client, "DELETE", f"/api/departments/{target['id']}", headers=headers))[0]
     if action == "list_events":
         return (await api(client, "GET", f"/api/events/{department_id}", headers=headers))[0]
+    if action == "calendar_feed":
+        response = await client.fetch(f"/api/departments/{department_id}/events.ics", headers=headers,
+                                      raise_error=False)
+        return response.code
     if action == "create_event":
         return (await api(client, "POST", f"/api/events/{department_id}", MEETING, headers=headers))[0]
     event = (await api(client, "POST", f"/api/events/{department_id}", MEETING, headers=admin))[1]["event"]
@@ -253,4 +258,27 @@ async def test_pushes_reach_only_connections_that_may_read(http_server_client, w
     reply = await anonymous.request("ping", {}, "p")
     assert reply["event"] == "pong"  # nothing was pushed before it
     for client in (scoped, everything, anonymous):
+        client.close()
+
+
+@pytest.mark.parametrize("role", ["read", "write", "admin"])
+@pytest.mark.parametrize("scope", ["own", "*"])
+async def test_role_by_department_by_action_over_the_websocket(http_server_client, ws_url, tokens, admin, role,
+                                                               scope):
+    own, other = await setup_two_departments(http_server_client, admin)
+    token = tokens.issue(role, [own["id"]] if scope == "own" else "*", subject=f"{role}-{scope}")
+    client = await SyncClient.connect(f"{ws_url}?token={token}")
+    try:
+        for target, department in (("own", own), ("other", other)):
+            for action in WS_ACTIONS:
+                reply = await client.request(action, {"department_id": department["id"]}, action)
+                expected = allowed(role, scope, target, action)
+                answer = "joined_department" if action == "join_department" else "sync_response"
+                assert reply["event"] == (answer if expected else "error"), (role, scope, target, action, reply)
+                if not expected:
+                    assert reply["data"]["code"] == "forbidden" and reply["id"] == action
+            reply = await client.request("leave_department", {"department_id": department["id"]}, "leave")
+            assert reply["event"] == "left_department"  # leaving is always harmless
+        assert (await client.request("ping", {}, "still"))["event"] == "pong"  # refusals keep the connection
+    finally:
         client.close()
