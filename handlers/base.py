@@ -10,6 +10,7 @@ import json
 import logging
 from typing import Any
 
+import tornado.ioloop
 import tornado.web
 from calsync.handlers.preconditions import idempotency_key
 from calsync.handlers.schemas import parse_json
@@ -100,9 +101,15 @@ class ServerParts:
 
     def publish(self, change: Change) -> Change:
         """Hand a stored change to the broker, which alone decides who hears of it and how.
-        A replayed create changed nothing and is not pushed again."""
+        A replayed create changed nothing and is not pushed again.
+
+        The push goes out on the IOLoop's next turn, so the caller's answer is written first
+        and does not wait for a fan-out to a thousand members. Callbacks run in the order
+        they were added, and changes come back from storage in the order they were stored,
+        so pushes about one department still go out in store order.
+        """
         if not change.replayed:
-            self.broker.publish(change)
+            tornado.ioloop.IOLoop.current().add_callback(self.broker.publish, change)
         return change
 
 

@@ -71,6 +71,8 @@ T = TypeVar("T")
 
 NAME_INDEX = "name-index"
 DATE_INDEX = "department-date-index"
+#: A name claim this young whose department is not there yet belongs to a create in progress.
+CLAIM_GRACE_SECONDS = 30.0
 CLAIM_PREFIX = "name#"
 IDEMPOTENCY_PREFIX = "idem#"
 PENDING_SECONDS = 60  # a create that held its idempotency key this long without finishing has died
@@ -399,10 +401,12 @@ class DynamoStorage(ThreadedStorage):
     def _claim_name(self, name: str, department_id: str) -> None:
         """Take the name for `department_id`, or raise `DuplicateDepartmentName`.
 
-        A claim whose department does not exist (a create cut short by a crash) is stale:
-        it is removed and the claim tried again.
+        A claim whose department does not exist is either a create still on its way (the
+        claim is written first) or one cut short by a crash. Younger than
+        `CLAIM_GRACE_SECONDS` it is taken to be on its way and the name is taken; older, it
+        is stale: it is removed and the claim tried again.
         """
-        claim = to_item({"id": CLAIM_PREFIX + name, "department_id": department_id})
+        claim = to_item({"id": CLAIM_PREFIX + name, "department_id": department_id, "claimed_at": time.time()})
         for _ in range(3):
             try:
                 self.client.put_item(TableName=self.departments_table, Item=claim,
@@ -416,12 +420,14 @@ class DynamoStorage(ThreadedStorage):
                                           Key=to_item({"id": CLAIM_PREFIX + name})).get("Item")
             if holder is None:
                 continue
-            holder_id = from_item(holder)["department_id"]
+            holder = from_item(holder)
+            holder_id = holder["department_id"]
             try:
                 if self._get_department(holder_id).name == name:
                     raise DuplicateDepartmentName()
             except DepartmentNotFound:
-                pass
+                if float(holder.get("claimed_at", 0)) > time.time() - CLAIM_GRACE_SECONDS:
+                    raise DuplicateDepartmentName() from None  # another create, still on its way
             self._release_name(name, holder_id)
         raise DuplicateDepartmentName()
 

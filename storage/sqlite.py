@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
 from calsync.storage.base import BackendOptions
+from calsync.storage.groupcommit import GroupCommit
 from calsync.storage.errors import (
     DepartmentNotFound,
     DuplicateDepartmentName,
@@ -111,6 +112,7 @@ class SqliteStorage(ThreadedStorage):
     def __init__(self, options: SqliteOptions) -> None:
         super().__init__(options)
         self._db: sqlite3.Connection | None = None
+        self._group = GroupCommit(self._executor, lambda: self._db)
 
     def describe(self) -> str:
         return f"sqlite ({self.options.path})"
@@ -203,8 +205,11 @@ class SqliteStorage(ThreadedStorage):
             raise StorageUnavailable() from None
 
     async def _transaction(self, fn: Callable[[sqlite3.Connection], T], mode: str = "IMMEDIATE") -> T:
-        """Run `fn` inside one transaction: all of it commits, or none. Reads use a DEFERRED
-        one, which is one consistent snapshot of the database."""
+        """Run `fn` inside one transaction: all of it commits, or none. Writes share commits
+        with the writes queued beside them (`GroupCommit`); reads use a DEFERRED transaction
+        of their own, which is one consistent snapshot of the database."""
+        if mode == "IMMEDIATE":
+            return await self._group.write(fn)
 
         def transaction(db: sqlite3.Connection) -> T:
             db.execute(f"BEGIN {mode}")

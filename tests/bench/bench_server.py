@@ -34,6 +34,7 @@ from pathlib import Path
 import tornado.httpclient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.bench.bench_sync import cpu_seconds, fill  # noqa: E402
 from tests.process import ServerProcess  # noqa: E402
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux: the kernel stamps each packet on arrival
@@ -166,7 +167,7 @@ async def post(client: tornado.httpclient.AsyncHTTPClient, url: str, body: dict)
 
 
 async def push_latency(base: str, department_id: str, clients: int, pushes: int, stalled: int = 0,
-                       description: str = "") -> list[float]:
+                       description: str = "", pid: int | None = None) -> list[float]:
     """Latencies of every delivery to `clients` readers; `stalled` more members join and then
     never read again (their kernel receive buffers kept small, so the server sees it soon)."""
     host, port = base.split("://")[1].split(":")
@@ -203,6 +204,7 @@ async def push_latency(base: str, department_id: str, clients: int, pushes: int,
 
     for connection in connections:
         connection.on_frame = arrived
+    cpu_before = cpu_seconds(pid) if pid else 0.0
     for i in range(pushes):
         arrivals.clear()
         everyone.clear()
@@ -211,6 +213,10 @@ async def push_latency(base: str, department_id: str, clients: int, pushes: int,
                    {"event_date": "2024-01-20", "title": f"push {i}", "description": description})
         await asyncio.wait_for(everyone.wait(), 30)
         latencies.extend(at - sent for at in arrivals)
+    if pid:
+        cpu = cpu_seconds(pid) - cpu_before
+        print(f"  server CPU {cpu * 1e6 / (pushes * clients):.1f} µs per delivery"
+              f" ({cpu * 1000 / pushes:.1f} ms per push, the REST create included)")
     for connection in connections:
         connection.close()
     for member in stopped:
@@ -219,7 +225,7 @@ async def push_latency(base: str, department_id: str, clients: int, pushes: int,
     return latencies
 
 
-async def create_rate(base: str, department_id: str, writers: int, creates: int) -> float:
+async def create_rate(base: str, department_id: str, writers: int, creates: int, pid: int | None = None) -> float:
     http = tornado.httpclient.AsyncHTTPClient(force_instance=True, max_clients=writers)
     remaining = iter(range(creates))
 
@@ -227,11 +233,58 @@ async def create_rate(base: str, department_id: str, writers: int, creates: int)
         for i in remaining:
             await post(http, f"{base}/api/events/{department_id}", {"event_date": "2024-02-01", "title": f"create {i}"})
 
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), cpu_seconds(pid) if pid else 0.0
     await asyncio.gather(*(writer() for _ in range(writers)))
     elapsed = time.perf_counter() - started
+    if pid:
+        print(f"  server CPU {(cpu_seconds(pid) - cpu_before) * 1e6 / creates:.0f} µs per create")
     http.close()
     return creates / elapsed
+
+
+async def create_latency(base: str, department_id: str, members: int, creates: int) -> list[float]:
+    """Wall time of one REST create at a time, with `members` WebSocket clients in the room."""
+    host, port = base.split("://")[1].split(":")
+    connections = []
+    for start in range(0, members, 100):
+        connections += await asyncio.gather(*(LightClient.connect(host, int(port))
+                                              for _ in range(start, min(members, start + 100))))
+    for connection in connections:
+        await connection.frames.get()
+        connection.send(json.dumps({"event": "join_department", "data": {"department_id": department_id}}))
+    for connection in connections:
+        await connection.frames.get()
+        connection.on_frame = lambda at, frame: None
+    http = tornado.httpclient.AsyncHTTPClient(force_instance=True)
+    times = []
+    for i in range(creates):
+        started = time.perf_counter()
+        await post(http, f"{base}/api/events/{department_id}", {"event_date": "2024-03-01", "title": f"생성 {i}"})
+        times.append(time.perf_counter() - started)
+        await asyncio.sleep(0.01)  # let the fan-out finish; the next create is timed alone
+    http.close()
+    for connection in connections:
+        connection.close()
+    return times
+
+
+async def idle_connections(server: ServerProcess, count: int) -> None:
+    """`count` WebSockets that connect and sit idle: the server's memory per connection."""
+    host, port = server.url.split("://")[1].split(":")
+    pid = server.process.pid
+    before = resident_mib(pid)
+    connections = []
+    for start in range(0, count, 200):
+        connections += await asyncio.gather(*(LightClient.connect(host, int(port))
+                                              for _ in range(start, min(count, start + 200))))
+    for connection in connections:
+        await connection.frames.get()
+    await asyncio.sleep(1)
+    after = resident_mib(pid)
+    print(f"idle: {count} WebSocket connections open; server memory {before:.1f} -> {after:.1f} MiB"
+          f" ({(after - before) * 1024 / count:.1f} KiB per connection)")
+    for connection in connections:
+        connection.close()
 
 
 async def main() -> None:
@@ -243,32 +296,51 @@ async def main() -> None:
     parser.add_argument("--creates", type=int, default=2000)
     parser.add_argument("--slow-consumer", action="store_true", help="measure a room with and without a member that stops reading")
     parser.add_argument("--description-bytes", type=int, default=0, help="size of each pushed event's description")
+    parser.add_argument("--idle", type=int, default=0, metavar="N", help="only measure memory for N idle connections")
+    parser.add_argument("--create-latency", type=int, default=0, metavar="MEMBERS",
+                        help="only time single creates in an empty room and in one of MEMBERS clients")
+    parser.add_argument("--prefill", type=int, default=0, metavar="EVENTS",
+                        help="the writers' department holds this many events before the creates")
     args = parser.parse_args()
     description = "x" * args.description_bytes
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * args.clients + 256)), hard))
+    wanted = 4 * max(args.clients, args.idle, args.create_latency) + 256
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, wanted)), hard))  # the server inherits it
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "calsync.yaml"
-        config.write_text(f"storage:\n  backend: {args.backend}\n")
+        config.write_text(f"storage:\n  backend: {args.backend}\n  sqlite:\n    path: calsync.db\n"
+                          f"  json:\n    path: json\nlimits:\n  max_connections: {max(10000, args.idle + 100)}\n")
+        prefilled = await fill(args.backend, Path(folder), args.prefill) if args.prefill else None
         server = ServerProcess(config)
+        pid = server.process.pid
         try:
+            if args.idle:
+                await idle_connections(server, args.idle)
+                return
             http = tornado.httpclient.AsyncHTTPClient(force_instance=True)
             room = (await post(http, server.url + "/api/departments", {"name": "벤치마크"}))["department"]["id"]
-            other = (await post(http, server.url + "/api/departments", {"name": "쓰기"}))["department"]["id"]
+            other = prefilled or (await post(http, server.url + "/api/departments", {"name": "쓰기"}))["department"]["id"]
             http.close()
+            if args.create_latency:
+                for members in (0, args.create_latency):
+                    times = await create_latency(server.url, room, members, 200)
+                    print(f"backend {args.backend}: one REST create at a time, {members} members in the room:"
+                          f" p50 {percentile(times, 50) * 1000:.1f} ms, p99 {percentile(times, 99) * 1000:.1f} ms")
+                return
 
             if args.slow_consumer:
                 await slow_consumer(server, room, args.clients, args.pushes, description)
                 return
-            latencies = await push_latency(server.url, room, args.clients, args.pushes, description=description)
+            latencies = await push_latency(server.url, room, args.clients, args.pushes, description=description,
+                                           pid=pid)
             print(f"backend {args.backend}: push latency, REST create -> {args.clients} WebSocket clients in one room,"
                   f" {args.pushes} pushes ({len(latencies)} deliveries)")
             print("  " + summary(latencies))
 
-            rate = await create_rate(server.url, other, args.writers, args.creates)
+            rate = await create_rate(server.url, other, args.writers, args.creates, pid)
             print(f"backend {args.backend}: REST creates with {args.writers} concurrent clients:"
-                  f" {rate:.0f} creates/s ({args.creates} creates)")
+                  f" {rate:.0f} creates/s ({args.creates} creates{f', {args.prefill} events before' if args.prefill else ''})")
         finally:
             server.stop()
 

@@ -1,0 +1,52 @@
+"""SQLite group commit: concurrent writes share commits, each keeps its own answer, and a
+storage failure fails a whole group without keeping any of it."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from calsync.storage.errors import EventNotFound, StorageUnavailable, VersionConflict
+from calsync.storage.sqlite import SqliteStorage
+
+
+@pytest.fixture
+def sqlite(storage_factory) -> SqliteStorage:
+    return storage_factory("sqlite")
+
+
+async def test_concurrent_writes_share_commits_and_keep_their_own_answers(sqlite):
+    department = (await sqlite.create_department("개발팀")).record
+    event = (await sqlite.create_event(department.id, {"event_date": "2024-01-20", "title": "회의"})).record
+    groups_before = sqlite._group.groups
+    creates = [sqlite.create_event(department.id, {"event_date": "2024-01-21", "title": f"일정 {i}"}) for i in range(40)]
+    stale = [sqlite.update_event(event.id, {"title": f"고침 {i}"}, if_versions={event.version}) for i in range(5)]
+    missing = [sqlite.delete_event("no-such-event") for _ in range(3)]
+    results = await asyncio.gather(*creates, *stale, *missing, return_exceptions=True)
+    created, updated, deleted = results[:40], results[40:45], results[45:]
+    assert all(not isinstance(r, BaseException) for r in created)
+    assert sum(not isinstance(r, BaseException) for r in updated) == 1  # one If-Match winner
+    assert all(isinstance(r, VersionConflict) for r in updated if isinstance(r, BaseException))
+    assert all(isinstance(r, EventNotFound) for r in deleted)
+    assert sqlite._group.groups - groups_before < 48  # fewer commits than writes
+    seqs = sorted(change.seq for change in created + [r for r in updated if not isinstance(r, BaseException)])
+    assert seqs == list(range(event.seq + 1, event.seq + 42))  # consecutive: failed writes took none
+    assert len(await sqlite.list_events(department.id)) == 41
+
+
+async def test_a_storage_failure_fails_the_whole_group_and_keeps_nothing(sqlite):
+    department = (await sqlite.create_department("개발팀")).record
+    before = (await sqlite.feed_state(department.id)).seq
+
+    def fill(db):
+        db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
+
+    await sqlite.run(lambda: fill(sqlite._db))
+    writes = [sqlite.create_event(department.id, {"event_date": "2024-01-21", "title": "x", "description": "긴" * 5000})
+              for _ in range(10)]
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert all(isinstance(r, StorageUnavailable) for r in results)
+    await sqlite.run(lambda: sqlite._db.execute("PRAGMA max_page_count = 1073741823"))
+    assert (await sqlite.feed_state(department.id)).seq == before
+    assert await sqlite.list_events(department.id) == []
+    assert (await sqlite.create_event(department.id, {"event_date": "2024-01-21", "title": "복구"})).seq == before + 1
