@@ -1,17 +1,25 @@
 """`json`: a folder of JSON files, readable and diffable by people.
 
-    <path>/departments.json          {"departments": [...], "idempotency": {...}}
-    <path>/events/<department>.json  {"epoch", "seq", "horizon", "events": [...], "tombstones": [...],
-                                      "idempotency": {...}}   one file per department: its feed
-    <path>/.lock                     held while a process uses the folder
+    <path>/departments.json             {"departments": [...], "idempotency": {...}}
+    <path>/events/<department>.json     {"epoch", "seq", "horizon", "events": [...], "tombstones": [...],
+                                         "idempotency": {...}}   one file per department: its feed
+    <path>/events/<department>.journal  one JSON line per event change since that file was written
+    <path>/.lock                        held while a process uses the folder
 
-Every write replaces a whole file atomically (temp file, fsync, rename, fsync folder), so
-a `kill -9` leaves either the old file or the new one, never a broken one. The whole store
-is also kept in memory; all work runs on one worker thread, in call order.
+A department's file is replaced whole and atomically (temp file, fsync, rename, fsync
+folder), so a `kill -9` leaves the old file or the new one, never a broken one. Event
+creates, updates and deletes do not rewrite it: each appends one line to the department's
+journal and fsyncs it before it is acknowledged, so a write costs the same at 10 events or
+10,000. When the journal has grown (`COMPACT_LINES`), the file is rewritten with everything
+in it and the journal emptied. Reading a department takes its file, then the journal's
+lines past the file's seq; a last line cut short by a crash was never acknowledged and is
+dropped. The whole store is also kept in memory; all work runs on one worker thread, in
+call order.
 """
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import json
 import os
@@ -29,11 +37,13 @@ from calsync.storage.errors import (
     StorageSetupError,
     StorageUnavailable,
 )
-from calsync.storage.feed import Change, Cursor, FeedPage, FeedState, IdempotencyKey, Kind, StoredCreate
+from calsync.storage.feed import Change, Cursor, FeedPage, FeedState, IdempotencyKey, Kind, StoredCreate, Tombstone
 from calsync.storage.records import Department, Event, import_outcome, name_taken
 from calsync.storage.threaded import ThreadedStorage
 
 T = TypeVar("T")
+#: A journal this long is folded into its department's file.
+COMPACT_LINES = 1000
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,76 @@ def write_atomically(path: Path, document: Any) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_folder(path.parent)
+
+
+class Journal:
+    """One department's journal file: whole lines appended and fsync'd, nothing else.
+
+    Appends start at the end of the last good line (`good`), so a write that failed half-way
+    (a full disk) is overwritten by the next one and never leaves half a line before it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.good = path.stat().st_size if path.exists() else 0
+        self.lines = 0
+
+    def append(self, entry: dict[str, Any]) -> None:
+        line = json.dumps(entry, ensure_ascii=False).encode("utf-8") + b"\n"
+        created = not self.path.exists()
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.lseek(fd, self.good, os.SEEK_SET)
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(errno.ENOSPC, "short write to the journal")
+            os.ftruncate(fd, self.good + len(line))
+            os.fsync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, self.good)
+            except OSError:
+                pass
+            raise
+        finally:
+            os.close(fd)
+        if created:
+            fsync_folder(self.path.parent)
+        self.good += len(line)
+        self.lines += 1
+
+    def clear(self) -> None:
+        """Empty it: its lines are in the department's file now."""
+        if self.path.exists():
+            with open(self.path, "r+b") as f:
+                f.truncate(0)
+                os.fsync(f.fileno())
+        self.good = 0
+        self.lines = 0
+
+    def read(self) -> list[dict[str, Any]]:
+        """Its entries; a last line cut short by a crash is dropped (and cut off the file)."""
+        if not self.path.exists():
+            return []
+        data = self.path.read_bytes()
+        entries, position = [], 0
+        for raw in data.splitlines(keepends=True):
+            try:
+                if not raw.endswith(b"\n"):
+                    raise ValueError("cut short")
+                entries.append(json.loads(raw))
+            except ValueError:
+                if position + len(raw) < len(data):
+                    raise StorageSetupError(f"{self.path}: line {len(entries) + 1} is not a journal entry") from None
+                break  # the last line, never acknowledged
+            position += len(raw)
+        if position < len(data):
+            with open(self.path, "r+b") as f:
+                f.truncate(position)
+                os.fsync(f.fileno())
+        self.good = position
+        self.lines = len(entries)
+        return entries
 
 
 def fsync_folder(folder: Path) -> None:
@@ -71,6 +151,7 @@ class JsonStorage(ThreadedStorage):
         self._books: dict[str, DepartmentBook] = {}
         self._event_department: dict[str, str] = {}  # event id -> department id
         self._department_creates: dict[str, StoredCreate] = {}
+        self._journals: dict[str, Journal] = {}
 
     @property
     def _departments_file(self) -> Path:
@@ -78,6 +159,12 @@ class JsonStorage(ThreadedStorage):
 
     def _events_file(self, department_id: str) -> Path:
         return self.options.path / "events" / f"{department_id}.json"
+
+    def _journal(self, department_id: str) -> Journal:
+        journal = self._journals.get(department_id)
+        if journal is None:
+            journal = self._journals[department_id] = Journal(self.options.path / "events" / f"{department_id}.journal")
+        return journal
 
     def describe(self) -> str:
         return f"json ({self.options.path})"
@@ -120,12 +207,16 @@ class JsonStorage(ThreadedStorage):
         self._department_creates = {name: StoredCreate.from_dict(x)
                                     for name, x in document.get("idempotency", {}).items()}
         self._books = {d.id: DepartmentBook.from_document(d, {}) for d in departments}
+        for path in list((folder / "events").glob("*.json")) + list((folder / "events").glob("*.journal")):
+            if path.stem not in self._books:
+                path.unlink()  # left behind by a department delete cut short
         for path in (folder / "events").glob("*.json"):
             department_id = path.stem
-            if department_id not in self._books:
-                path.unlink()  # left behind by a department delete cut short
-                continue
-            book = DepartmentBook.from_document(self._books[department_id].department, self._read(path, "events"))
+            document = self._read(path, "events")
+            book = DepartmentBook.from_document(self._books[department_id].department, document)
+            if "epoch" not in document:  # from before the feed: write its new epoch down now
+                write_atomically(path, book.to_document())
+            replay(book, self._journal(department_id).read())
             self._books[department_id] = book
             self._event_department.update((event_id, department_id) for event_id in book.events)
         for department_id, book in self._books.items():
@@ -188,10 +279,17 @@ class JsonStorage(ThreadedStorage):
         self._books = books
         self._department_creates = creates
 
-    def _save_book(self, book: DepartmentBook) -> None:
-        """Write one department's feed file, then make `book` the one in memory."""
+    def _save_book(self, book: DepartmentBook, entry: dict[str, Any] | None = None) -> None:
+        """Put one department's change on disk, then make `book` the one in memory: `entry`
+        appended to its journal, or (without one, or when the journal is long) the whole
+        department written to its file and the journal emptied."""
         department_id = book.department.id
-        write_atomically(self._events_file(department_id), book.to_document())
+        journal = self._journal(department_id)
+        if entry is not None and journal.lines < COMPACT_LINES:
+            journal.append({"epoch": book.department.epoch, **entry})
+        else:
+            write_atomically(self._events_file(department_id), book.to_document())
+            journal.clear()
         old = self._books[department_id].events
         for event_id in old.keys() - book.events.keys():
             if self._event_department.get(event_id) == department_id:  # not moved to another department
@@ -263,6 +361,8 @@ class JsonStorage(ThreadedStorage):
             for event_id in book.events:
                 del self._event_department[event_id]
             self._events_file(department_id).unlink(missing_ok=True)
+            self._journal(department_id).path.unlink(missing_ok=True)
+            self._journals.pop(department_id, None)
             return Change(Kind.DEPARTMENT_DELETED, book.department)
 
         return await self._call(delete)
@@ -289,9 +389,11 @@ class JsonStorage(ThreadedStorage):
                 return stored.replay(idempotency)
             event = book.put(Event.new(department_id, fields))
             change = Change(Kind.EVENT_CREATED, event, event.seq)
+            entry: dict[str, Any] = {"seq": event.seq, "put": event.to_dict()}
             if idempotency is not None:
-                book.creates[idempotency.name] = StoredCreate.of(idempotency, change)
-            self._save_book(book)
+                stored = book.creates[idempotency.name] = StoredCreate.of(idempotency, change)
+                entry["create"] = [idempotency.name, stored.to_dict()]
+            self._save_book(book, entry)
             return change
 
         return await self._call(create)
@@ -303,7 +405,7 @@ class JsonStorage(ThreadedStorage):
             check_versions(current, if_versions)
             book = self._books[current.department_id].copy()
             event = book.put(current.updated(changes))
-            self._save_book(book)
+            self._save_book(book, {"seq": event.seq, "put": event.to_dict()})
             return Change(Kind.EVENT_UPDATED, event, event.seq)
 
         return await self._call(update)
@@ -314,7 +416,7 @@ class JsonStorage(ThreadedStorage):
             check_versions(event, if_versions)
             book = self._books[event.department_id].copy()
             tombstone = book.remove(event_id)
-            self._save_book(book)
+            self._save_book(book, {"seq": tombstone.seq, "remove": tombstone.to_dict() | {"deleted_at": tombstone.deleted_at}})
             return Change(Kind.EVENT_DELETED, event, tombstone.seq)
 
         return await self._call(delete)
@@ -365,6 +467,7 @@ class JsonStorage(ThreadedStorage):
                     book = DepartmentBook(record)
                 book.restart()
                 write_atomically(self._events_file(record.id), book.to_document())
+                self._journal(record.id).clear()
                 books[record.id] = book
             self._save_departments(books, self._department_creates)
             return outcomes
@@ -391,3 +494,24 @@ class JsonStorage(ThreadedStorage):
             return outcomes
 
         return await self._call(upsert)
+
+
+def replay(book: DepartmentBook, entries: list[dict[str, Any]]) -> None:
+    """Bring a department read from its file up to date with its journal's entries (those of
+    its epoch past its seq; older ones are in the file already)."""
+    for entry in entries:
+        seq = int(entry["seq"])
+        if entry.get("epoch") != book.department.epoch or seq <= book.department.seq:
+            continue
+        if "put" in entry:
+            event = Event.from_dict(entry["put"])
+            book.events[event.id] = event
+            book.tombstones.pop(event.id, None)
+        else:
+            gone = entry["remove"]
+            book.events.pop(gone["id"], None)
+            book.tombstones[gone["id"]] = Tombstone(gone["id"], seq, float(gone["deleted_at"]))
+        if "create" in entry:
+            name, stored = entry["create"]
+            book.creates[name] = StoredCreate.from_dict(stored)
+        book.department = dataclasses.replace(book.department, seq=seq)

@@ -70,7 +70,8 @@ class FullDisk:
 
 
 class FailingWrites:
-    """Every JSON write stops half-way through its temp file with ENOSPC."""
+    """Every JSON write stops half-way with ENOSPC: a department file's temp file, or a
+    journal line (half of it lands at the journal's end, as on a full disk)."""
 
     small_writes_fail = True
 
@@ -83,7 +84,13 @@ class FailingWrites:
             tmp.write_bytes(json.dumps(document).encode()[:100])
             raise OSError(errno.ENOSPC, "No space left on device")
 
+        def fail_append(journal: jsonfile.Journal, entry: dict) -> None:
+            with open(journal.path, "ab") as f:
+                f.write(json.dumps(entry).encode()[:40])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
         self.monkeypatch.setattr(jsonfile, "write_atomically", fail)
+        self.monkeypatch.setattr(jsonfile.Journal, "append", fail_append)
 
     async def end(self) -> None:
         self.monkeypatch.undo()
