@@ -12,6 +12,7 @@ from typing import Any
 
 import tornado.ioloop
 import tornado.web
+
 from calsync.handlers.preconditions import idempotency_key
 from calsync.handlers.schemas import parse_json
 from calsync.server.access import OPEN, Grant, Tokens, bearer

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from apispec import APISpec
-from apispec.ext.marshmallow import MarshmallowPlugin
-from calsync.handlers import schemas
-from calsync.handlers.base import ApiHandler, to_json
-from calsync.handlers.schemas import Count, Text, check_date
 from marshmallow import fields
 
 from calsync import __version__
+from calsync.handlers import schemas
+from calsync.handlers.base import ApiHandler, to_json
+from calsync.handlers.schemas import Count, Text, check_date
 
 ERRORS = {
     400: "입력이 올바르지 않음 (`validation_error`, `invalid_json`)",
@@ -76,6 +74,9 @@ ETAG = {"ETag": {"schema": {"type": "string"}, "description": "이벤트는 `\"<
 
 
 def build_spec() -> dict[str, Any]:
+    from apispec import APISpec  # on first use: built once, when someone first asks for it
+    from apispec.ext.marshmallow import MarshmallowPlugin
+
     plugin = MarshmallowPlugin()
     spec = APISpec(
         title="calsync", version=__version__, openapi_version="3.1.0", plugins=[plugin],

@@ -12,9 +12,10 @@ from datetime import date
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validates_schema
+
 from calsync.storage.errors import ValidationFailed
 from calsync.storage.feed import MAX_PAGE, Cursor
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validates_schema
 
 MISSING = "필수 항목입니다."
 BLANK = "비어 있을 수 없습니다."

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import calsync.web
 import tornado.web
+
+import calsync.web
 from calsync.handlers.base import error_for_status, to_json
 
 WEB_FOLDER = Path(calsync.web.__file__).resolve().parent

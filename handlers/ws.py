@@ -20,6 +20,7 @@ import tornado.httputil
 import tornado.ioloop
 import tornado.iostream
 import tornado.websocket
+
 from calsync.handlers.base import ServerParts, error_for_status, origin_allowed, to_json
 from calsync.handlers.schemas import auth_schema, join_schema, parse_json, room_schema, sync_request_schema
 from calsync.server.access import OPEN, Grant, bearer
@@ -127,6 +128,9 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
     grant: Grant | None = OPEN  # None: auth is on and no valid token came yet
     _auth_timer: object = None
     _closed_with: int | None = None  # the close code the server sent, for the log
+    # Set on an instance only once they change: fewer attributes on each of many connections.
+    _over_since: float | None = None
+    _refused_at = 0.0
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         if self._closed_with is None:
@@ -248,8 +252,7 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         self.heard_at = time.monotonic()
         self._budget = TokenBucket(self.limits.messages_per_second, 2 * self.limits.messages_per_second)
         self.ws_connection.stream.max_write_buffer_size = self.limits.send_buffer_bytes
-        self._over_since: float | None = None
-        self._refused_at = 0.0
+        self._forget_handshake()
         if self.grant is None:
             self._expect_token(self.settings["auth_timeout"])
         else:
@@ -259,6 +262,15 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         log.info("ws open %s %s sub=%s", self.client_id, self.request.remote_ip, subject,
                  extra={"fields": {"ws": "open", "id": self.client_id, "client": self.request.remote_ip, "sub": subject}})
         self.reply("connected", {"message": "서버에 연결되었습니다.", "client_id": self.client_id})
+
+    def _forget_handshake(self) -> None:
+        """Let go of what only the handshake needed: the request's headers and arguments
+        (a `?token=` among them). Ten thousand idle connections keep ~1.5 KiB less each."""
+        request = self.request
+        request.headers.clear()  # in place: Tornado's handshake coroutine keeps a reference to it
+        request.arguments, request.query_arguments, request.body_arguments, request.files = {}, {}, {}, {}
+        self.path_args, self.path_kwargs = [], {}
+        self._headers.clear()  # the 101 answer's headers, sent already
 
     def on_close(self) -> None:
         client_id = getattr(self, "client_id", "-")

@@ -19,10 +19,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from marshmallow import ValidationError
+
 from calsync.handlers.schemas import check_date, department_schema, event_schema
 from calsync.storage.errors import ValidationFailed
 from calsync.storage.records import Department
-from marshmallow import ValidationError
 
 NAMESPACE = uuid.UUID("6b1f8f3e-2a4c-5d0e-9f7a-3c5b8e1d4a20")  # fixed forever: ids depend on it
 DEPARTMENTS_FILE = "departments.json"

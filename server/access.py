@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import jwt
+
 from calsync.storage.errors import Forbidden, Unauthorized
 
 ALGORITHM = "HS256"

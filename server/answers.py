@@ -17,6 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import orjson
+
 from calsync.storage.base import Storage
 from calsync.storage.feed import Cursor, FeedPage, FeedState
 

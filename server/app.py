@@ -6,6 +6,8 @@ they like.
 from __future__ import annotations
 
 import tornado.web
+
+from calsync import __version__
 from calsync.handlers import departments, events, metrics, openapi, status, webapp, ws
 from calsync.handlers import ics as ics_feed
 from calsync.handlers.base import NotFoundHandler
@@ -17,8 +19,6 @@ from calsync.server.inflight import InFlight
 from calsync.server.metrics import Metrics, TimedStorage
 from calsync.server.requestlog import log_request
 from calsync.storage.base import Storage
-
-from calsync import __version__
 
 
 def make_app(

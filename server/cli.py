@@ -17,6 +17,8 @@ from typing import Sequence
 
 import tornado.httpserver
 import tornado.netutil
+
+from calsync import __version__
 from calsync.migrations.runner import MigrateOptions, SourceError, migrate
 from calsync.server.access import ROLES, Tokens, parse_duration
 from calsync.server.app import make_app
@@ -26,8 +28,6 @@ from calsync.server.hub import Hub
 from calsync.server.inflight import InFlight
 from calsync.server.logs import configure_logging
 from calsync.storage.errors import StorageSetupError
-
-from calsync import __version__
 
 log = logging.getLogger("calsync")
 CLOSE_SECONDS = 5.0  # for WebSocket close handshakes after the grace period

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+
 from calsync.server.access import MIN_SECRET_LENGTH, Tokens
 from calsync.server.envfile import read_env_file
 from calsync.storage.base import BackendOptions, Storage

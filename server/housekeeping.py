@@ -8,11 +8,12 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterable
 
+from tornado.ioloop import PeriodicCallback
+
 from calsync.server.config import ServerConfig, SyncConfig
 from calsync.server.heartbeat import Heartbeat, Pingable
 from calsync.storage.base import Storage
 from calsync.storage.errors import CalsyncError
-from tornado.ioloop import PeriodicCallback
 
 log = logging.getLogger("calsync")
 PURGE_SECONDS = 3600

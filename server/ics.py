@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import zoneinfo
 from datetime import date, datetime, timedelta, timezone
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-import icalendar
+from calsync import __version__
 from calsync.server.clocktime import read_clock_time
 from calsync.storage.records import Department, Event
 
-from calsync import __version__
+if TYPE_CHECKING:
+    import icalendar
 
 PRODUCT = f"-//calsync//calsync {__version__}//KO"
 
@@ -26,6 +27,8 @@ def _instant(stamp: str) -> datetime:
 
 
 def calendar_of(department: Department, events: Iterable[Event], zone: str, default_minutes: int) -> bytes:
+    import icalendar  # on first use: a server nobody subscribes to does not carry it
+
     tz = zoneinfo.ZoneInfo(zone)
     calendar = icalendar.Calendar()
     calendar.add("prodid", PRODUCT)
@@ -44,7 +47,9 @@ def calendar_of(department: Department, events: Iterable[Event], zone: str, defa
     return calendar.to_ical()
 
 
-def _vevent(event: Event, tz: zoneinfo.ZoneInfo, default_minutes: int) -> icalendar.Event:
+def _vevent(event: Event, tz: zoneinfo.ZoneInfo, default_minutes: int) -> "icalendar.Event":
+    import icalendar
+
     vevent = icalendar.Event()
     vevent.add("uid", f"{event.id}@calsync")
     vevent.add("summary", event.title)

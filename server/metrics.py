@@ -13,9 +13,10 @@ import time
 from typing import Any
 
 import tornado.web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
 from calsync.server.hub import Broker
 from calsync.storage.base import Storage
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

@@ -41,6 +41,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
 from calsync.storage.base import BackendOptions
 from calsync.storage.book import check_versions
 from calsync.storage.errors import (

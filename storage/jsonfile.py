@@ -290,11 +290,17 @@ class JsonStorage(ThreadedStorage):
         else:
             write_atomically(self._events_file(department_id), book.to_document())
             journal.clear()
-        old = self._books[department_id].events
-        for event_id in old.keys() - book.events.keys():
-            if self._event_department.get(event_id) == department_id:  # not moved to another department
-                del self._event_department[event_id]
-        self._event_department.update((event_id, department_id) for event_id in book.events.keys() - old.keys())
+        if entry is not None:  # one event changed: no need to compare every id
+            if "put" in entry:
+                self._event_department[entry["put"]["id"]] = department_id
+            else:
+                self._event_department.pop(entry["remove"]["id"], None)
+        else:
+            old = self._books[department_id].events
+            for event_id in old.keys() - book.events.keys():
+                if self._event_department.get(event_id) == department_id:  # not moved to another department
+                    del self._event_department[event_id]
+            self._event_department.update((event_id, department_id) for event_id in book.events.keys() - old.keys())
         self._books[department_id] = book
 
     def _book(self, department_id: str) -> DepartmentBook:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
 from calsync.storage.base import BackendOptions
-from calsync.storage.groupcommit import GroupCommit
 from calsync.storage.errors import (
     DepartmentNotFound,
     DuplicateDepartmentName,
@@ -36,6 +35,7 @@ from calsync.storage.feed import (
     changes_page,
     full_page,
 )
+from calsync.storage.groupcommit import GroupCommit
 from calsync.storage.records import Department, Event, import_outcome, new_epoch
 from calsync.storage.threaded import ThreadedStorage
 

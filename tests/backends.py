@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from calsync.storage.base import Storage
 from calsync.storage.dynamodb import DynamoOptions, DynamoStorage
 from calsync.storage.jsonfile import JsonOptions, JsonStorage

@@ -11,13 +11,13 @@ from typing import Callable
 
 import moto
 import pytest
+from moto.server import ThreadedMotoServer
+from tornado.testing import bind_unused_port
+
 from calsync.server.app import make_app
 from calsync.server.config import ServerConfig
 from calsync.server.hub import Hub
 from calsync.storage.base import Storage
-from moto.server import ThreadedMotoServer
-from tornado.testing import bind_unused_port
-
 from tests.backends import BACKENDS, make_storage
 from tests.client import SyncClient
 

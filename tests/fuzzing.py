@@ -22,13 +22,14 @@ from typing import Any
 import tornado.httpserver
 import tornado.netutil
 import tornado.websocket
+from hypothesis import strategies as st
+
 from calsync.server.access import Tokens
 from calsync.server.app import make_app
 from calsync.server.config import LimitsConfig, ServerConfig
 from calsync.server.hub import Hub
 from calsync.storage.errors import CalsyncError
 from calsync.storage.sqlite import SqliteOptions, SqliteStorage
-from hypothesis import strategies as st
 
 SECRET = "fuzzing-secret-of-at-least-32-characters!"
 MAX_BODY = 64 * 1024

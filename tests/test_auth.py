@@ -11,9 +11,9 @@ import jwt
 import pytest
 import tornado.httpclient
 import tornado.websocket
+
 from calsync.server.access import Tokens
 from calsync.server.app import make_app
-
 from tests.client import SyncClient, api, api_full
 from tests.test_keepalive import KeepAliveConnection
 from tests.test_rest import MEETING

@@ -7,13 +7,13 @@ import os
 import pytest
 import tornado.httpserver
 import tornado.web
+from pytest_tornasync.plugin import AsyncHTTPServerClient
+from tornado.testing import bind_unused_port
+
 from calsync.handlers.base import ApiHandler
 from calsync.server.config import ConfigError, load_config
 from calsync.server.inflight import InFlight
 from calsync.storage.dynamodb import DynamoOptions
-from pytest_tornasync.plugin import AsyncHTTPServerClient
-from tornado.testing import bind_unused_port
-
 from tests.client import api
 from tests.process import run_cli
 from tests.test_cli import assert_one_line_exit_2, write_config

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import tornado.websocket
-from calsync.server.access import Tokens
 
+from calsync.server.access import Tokens
 from tests.process import ServerProcess, run_cli
 
 REPO = Path(__file__).resolve().parent.parent

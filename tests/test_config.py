@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from calsync.server.config import ConfigError, load_config
 from calsync.storage.jsonfile import JsonStorage
 from calsync.storage.memory import MemoryStorage

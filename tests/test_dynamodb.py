@@ -7,13 +7,13 @@ import collections
 import boto3
 import botocore.exceptions
 import pytest
+from moto.server import ThreadedMotoServer
+from tornado.testing import bind_unused_port
+
 from calsync.server.app import make_app
 from calsync.server.hub import Hub
 from calsync.storage.errors import DuplicateDepartmentName
 from calsync.storage.feed import Cursor
-from moto.server import ThreadedMotoServer
-from tornado.testing import bind_unused_port
-
 from tests.backends import dynamo_options, make_dynamo
 from tests.client import SyncClient, api
 from tests.process import ServerProcess, run_cli

@@ -20,11 +20,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from calsync.storage import jsonfile
 from calsync.storage.base import Storage
 from calsync.storage.jsonfile import JsonOptions, JsonStorage
 from calsync.storage.sqlite import SqliteOptions, SqliteStorage
-
 from tests.client import api
 
 BIG = "긴설명" * 1666  # 15 KB: needs new pages, and a full SQLite file has no room for them

@@ -8,7 +8,6 @@ from calsync.storage.dynamodb import to_item
 from calsync.storage.feed import Cursor
 from calsync.storage.jsonfile import JsonOptions, JsonStorage
 from calsync.storage.sqlite import SqliteOptions, SqliteStorage
-
 from tests.backends import dynamo_options, make_dynamo
 
 DEPARTMENT = {"id": "d1", "name": "개발팀", "description": "", "created_at": "2024-01-01T00:00:00.000Z",

@@ -12,11 +12,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from calsync.migrations.legacy import department_id_for, derived_id
 from calsync.migrations.runner import MigrateOptions, migrate
 from calsync.migrations.snapshot import read_snapshot
 from calsync.storage.records import Event
-
 from tests.process import run_cli
 from tests.test_cli import write_config
 

@@ -7,8 +7,6 @@ import urllib.request
 
 import pytest
 import schemathesis
-from calsync.handlers import departments, events, openapi, status
-from calsync.handlers import ics as ics_feed
 from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate
 from schemathesis.checks import (
@@ -18,6 +16,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from calsync.handlers import departments, events, openapi, status
+from calsync.handlers import ics as ics_feed
 from tests.fuzzing import FuzzServer
 
 

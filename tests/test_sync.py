@@ -5,12 +5,12 @@ import asyncio
 
 import pytest
 import tornado.httpserver
-from calsync.server.app import make_app
-from calsync.server.hub import Hub
-from calsync.storage.base import Storage
 from pytest_tornasync.plugin import AsyncHTTPServerClient
 from tornado.testing import bind_unused_port
 
+from calsync.server.app import make_app
+from calsync.server.hub import Hub
+from calsync.storage.base import Storage
 from tests.client import SyncClient, api, api_full
 from tests.test_rest import MEETING, make_department, make_event
 

@@ -12,10 +12,10 @@ import asyncio
 from typing import Any
 
 import pytest
-from calsync.storage.base import Storage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from calsync.storage.base import Storage
 from tests.client import SyncClient, api
 
 TITLES = st.text(alphabet="가나다라 abc🙂\u200f", min_size=1, max_size=8).filter(str.strip)

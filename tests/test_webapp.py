@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from calsync.server.access import Tokens
-from calsync.storage.sqlite import SqliteOptions, SqliteStorage
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from calsync.server.access import Tokens
+from calsync.storage.sqlite import SqliteOptions, SqliteStorage
 from tests.process import ServerProcess
 from tests.test_cli import write_config
 

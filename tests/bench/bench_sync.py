@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from calsync.storage.jsonfile import JsonOptions, JsonStorage  # noqa: E402
 from calsync.storage.records import Department, Event  # noqa: E402
 from calsync.storage.sqlite import SqliteOptions, SqliteStorage  # noqa: E402
-
 from tests.process import ServerProcess  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from calsync.storage.errors import DepartmentNotFound, DuplicateDepartmentName, EventNotFound
 from calsync.storage.feed import Change
 from calsync.storage.records import Department, Event
