@@ -129,6 +129,14 @@ class LightClient:
         self.sock.close()
 
 
+async def connect_many(host: str, port: int, count: int, wave: int = 100) -> list[LightClient]:
+    """`count` clients, connected in waves, as a room fills up."""
+    connections: list[LightClient] = []
+    for start in range(0, count, wave):
+        connections += await asyncio.gather(*(LightClient.connect(host, port) for _ in range(start, min(count, start + wave))))
+    return connections
+
+
 def system_seconds(pid: int) -> float:
     """The kernel's share of the server's CPU (stime): for pushes, mostly loopback TCP sends."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -186,10 +194,7 @@ async def push_latency(base: str, department_id: str, clients: int, pushes: int,
         assert b'"joined_department"' in await member.frames.get()
         asyncio.get_running_loop().remove_reader(member.sock)  # and it reads no more
         stopped.append(member)
-    connections: list[LightClient] = []
-    for start in range(0, clients, 100):  # connect in waves, as a room fills up
-        connections += await asyncio.gather(*(LightClient.connect(host, int(port))
-                                              for _ in range(start, min(clients, start + 100))))
+    connections = await connect_many(host, int(port), clients)
     frame = json.dumps({"event": "join_department", "data": {"department_id": department_id}})
     for connection in connections:
         assert b'"connected"' in await connection.frames.get()
@@ -253,10 +258,7 @@ async def create_rate(base: str, department_id: str, writers: int, creates: int,
 async def create_latency(base: str, department_id: str, members: int, creates: int) -> list[float]:
     """Wall time of one REST create at a time, with `members` WebSocket clients in the room."""
     host, port = base.split("://")[1].split(":")
-    connections = []
-    for start in range(0, members, 100):
-        connections += await asyncio.gather(*(LightClient.connect(host, int(port))
-                                              for _ in range(start, min(members, start + 100))))
+    connections = await connect_many(host, int(port), members)
     for connection in connections:
         await connection.frames.get()
         connection.send(json.dumps({"event": "join_department", "data": {"department_id": department_id}}))
@@ -281,10 +283,7 @@ async def idle_connections(server: ServerProcess, count: int) -> None:
     host, port = server.url.split("://")[1].split(":")
     pid = server.process.pid
     before = resident_mib(pid)
-    connections = []
-    for start in range(0, count, 200):
-        connections += await asyncio.gather(*(LightClient.connect(host, int(port))
-                                              for _ in range(start, min(count, start + 200))))
+    connections = await connect_many(host, int(port), count, wave=200)
     for connection in connections:
         await connection.frames.get()
     await asyncio.sleep(1)
