@@ -37,8 +37,9 @@ def make_app(
     sync = sync or SyncConfig()
     routes = (status.routes + departments.routes + ics_feed.routes + events.routes + openapi.routes + metrics.routes
               + webapp.routes + ws.routes)
+    backend_name = backend_name or type(storage).__name__
     measured = Metrics(broker, {route[1]: route_label(route[0]) for route in routes})
-    storage = TimedStorage(storage, measured, backend_name or type(storage).__name__)
+    storage = TimedStorage(storage, measured, backend_name)  # type: ignore[assignment]  # every call timed
 
     def log_function(handler: tornado.web.RequestHandler) -> None:
         measured.request_done(handler)
@@ -56,7 +57,7 @@ def make_app(
         tokens=tokens,
         auth_timeout=auth_timeout,
         limits=limits or LimitsConfig(),
-        backend_name=backend_name or type(storage).__name__,
+        backend_name=backend_name,
         version=__version__,
         allowed_origins=server.allowed_origins,
         timezone=server.timezone,
