@@ -8,7 +8,7 @@ from typing import Any
 import tornado.web
 
 import calsync.web
-from calsync.handlers.base import error_for_status, to_json
+from calsync.handlers.base import ApiHandler, error_for_status, to_json
 
 WEB_FOLDER = Path(calsync.web.__file__).resolve().parent
 POLICY = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; "
@@ -34,7 +34,19 @@ class WebAppHandler(tornado.web.StaticFileHandler):
         self.finish(to_json({"success": False, "message": error.message, "code": error.code}))
 
 
+class AppRedirect(ApiHandler):
+    """`/app` → `/app/`; any other method gets the usual JSON 405."""
+
+    open_access = True
+
+    def get(self) -> None:
+        self.clear_header("Content-Type")  # an empty redirect, not a JSON answer
+        self.redirect("/app/")
+
+    head = get
+
+
 routes = [
-    (r"/app", tornado.web.RedirectHandler, {"url": "/app/"}),
+    (r"/app", AppRedirect),
     (r"/app/(.*)", WebAppHandler, {"path": str(WEB_FOLDER), "default_filename": "index.html"}),
 ]
