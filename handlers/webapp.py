@@ -23,8 +23,8 @@ class WebAppHandler(tornado.web.StaticFileHandler):
 
     @classmethod
     def get_absolute_path(cls, root: str, path: str) -> str:
-        if path.endswith(".py") or "__pycache__" in path:
-            return str(Path(root) / "not-served")  # the package's own files are no pages
+        if "\x00" in path or path.endswith(".py") or "__pycache__" in path:
+            return str(Path(root) / "not-served")  # no file has a NUL; the package's own files are no pages
         return super().get_absolute_path(root, path)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:

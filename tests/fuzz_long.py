@@ -22,6 +22,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=int(time.time()))
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL)  # a refused input is logged by design; only the outcome matters here
+    logging.getLogger("tornado.application").setLevel(logging.ERROR)  # but a bug's traceback is shown
     server = FuzzServer()
     ws = WsFuzzer(server)
     tried = {"rest": 0, "ws": 0}
@@ -34,7 +35,11 @@ def main() -> int:
     @given(requests())
     def rest(request) -> None:
         tried["rest"] += 1
-        status = fuzz_request(server, request)
+        try:
+            status = fuzz_request(server, request)
+        except Exception:
+            print(f"failing request: {request!r:.2000}", file=sys.stderr)
+            raise
         statuses[status] = statuses.get(status, 0) + 1
 
     @seed(args.seed)
@@ -42,7 +47,11 @@ def main() -> int:
     @given(FRAMES)
     def frames(frame) -> None:
         tried["ws"] += 1
-        ws.send(frame)
+        try:
+            ws.send(frame)
+        except Exception:
+            print(f"failing frame: {frame!r:.2000}", file=sys.stderr)
+            raise
 
     started = time.monotonic()
     failures = 0

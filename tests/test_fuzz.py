@@ -53,3 +53,10 @@ def test_hostile_websocket_frames_get_errors_and_the_connection_stays(ws_fuzzer)
 ])
 def test_known_nasty_bodies(fuzz_server, raw):
     fuzz_request(fuzz_server, Request("POST", "/api/departments", {"Authorization": "Bearer {token}"}, raw))
+
+
+@pytest.mark.parametrize("path", ["/app/%00", "/app/..%2f..%2fetc%2fpasswd", "/app/../setup.cfg", "/app/__init__.py",
+                                  "/app/%FF", "/api/departments/%00/events.ics"])
+def test_known_nasty_paths(fuzz_server, path):
+    status = fuzz_request(fuzz_server, Request("GET", path, {"Authorization": "Bearer {token}"}, b""))
+    assert status in (400, 403, 404)  # never a file outside the web folder, never a 500
