@@ -66,6 +66,15 @@ CORS_REQUEST_HEADERS = "Authorization, Content-Type, If-Match, If-None-Match, Id
 CORS_RESPONSE_HEADERS = "ETag, Idempotent-Replayed"
 
 
+def query_token(handler: tornado.web.RequestHandler) -> str | None:
+    """`?token=`, or "" (no valid token) when it is not UTF-8: checked in `prepare`, where
+    Tornado's own 400 would drop a keep-alive connection."""
+    try:
+        return handler.get_query_argument("token", None)
+    except tornado.web.HTTPError:
+        return ""
+
+
 def to_json(document: Any) -> str:
     """UTF-8 JSON with Korean left readable (no \\u escapes)."""
     return json.dumps(document, ensure_ascii=False)
@@ -146,7 +155,7 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
         if self.tokens is not None and not self.open_access and self.request.method != "OPTIONS":
             token = bearer(self.request.headers.get("Authorization"))
             if token is None and self.token_in_query:
-                token = self.get_query_argument("token", None)
+                token = query_token(self)
             try:
                 self.grant = self.tokens.verify(token or "")
             except Unauthorized as exc:

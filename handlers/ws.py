@@ -21,7 +21,7 @@ import tornado.ioloop
 import tornado.iostream
 import tornado.websocket
 
-from calsync.handlers.base import ServerParts, error_for_status, origin_allowed, to_json
+from calsync.handlers.base import ServerParts, error_for_status, origin_allowed, query_token, to_json
 from calsync.handlers.schemas import auth_schema, join_schema, parse_json, room_schema, sync_request_schema
 from calsync.server.access import OPEN, Grant, bearer
 from calsync.server.answers import Answer
@@ -155,7 +155,7 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         if self.tokens is None:
             return
         self.grant = None
-        token = self.get_query_argument("token", None) or bearer(self.request.headers.get("Authorization"))
+        token = query_token(self) or bearer(self.request.headers.get("Authorization"))
         if token is None:
             return
         try:

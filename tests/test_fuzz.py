@@ -60,3 +60,9 @@ def test_known_nasty_bodies(fuzz_server, raw):
 def test_known_nasty_paths(fuzz_server, path):
     status = fuzz_request(fuzz_server, Request("GET", path, {"Authorization": "Bearer {token}"}, b""))
     assert status in (400, 403, 404)  # never a file outside the web folder, never a 500
+
+
+def test_a_token_argument_that_is_not_utf8_is_a_bad_token(fuzz_server):
+    request = Request("GET", "/api/departments/{department}/events.ics?token=%FF", {}, b"\xff\xfe{}")
+    assert fuzz_request(fuzz_server, request) == 401
+    assert fuzz_request(fuzz_server, Request("GET", "/health", {}, b"")) == 200  # on the same connection
