@@ -66,6 +66,26 @@ CORS_REQUEST_HEADERS = "Authorization, Content-Type, If-Match, If-None-Match, Id
 CORS_RESPONSE_HEADERS = "ETag, Idempotent-Replayed"
 
 
+def answer_error(handler: tornado.web.RequestHandler, error: CalsyncError, transport: str = "rest") -> None:
+    """The one HTTP answer for an error: `{"success": false, "message", "code", ...}`, from
+    every REST route, the WebSocket handshake and the web calendar's files alike."""
+    if "metrics" in handler.settings:
+        handler.settings["metrics"].error(error.code, transport)
+    body = {"success": False, "message": error.message, "code": error.code}
+    if error.errors:
+        body["errors"] = error.errors
+    if isinstance(error, VersionConflict):
+        body["event"] = error.current.to_dict()
+    if isinstance(error, Unauthorized):
+        handler.set_header("WWW-Authenticate", "Bearer")
+    if isinstance(error, TooLarge):
+        # The body was not read, so this connection cannot carry another request: say so.
+        handler.set_header("Connection", "close")
+    handler.set_status(error.status)
+    handler.set_header("Content-Type", "application/json; charset=UTF-8")
+    handler.finish(to_json(body))
+
+
 def query_token(handler: tornado.web.RequestHandler) -> str | None:
     """`?token=`, or "" (no valid token) when it is not UTF-8: checked in `prepare`, where
     Tornado's own 400 would drop a keep-alive connection."""
@@ -240,21 +260,7 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if not isinstance(exc, CalsyncError):  # Tornado's HTTPError, or a bug (500)
             exc = error_for_status(status_code)
-        if "metrics" in self.settings:
-            self.settings["metrics"].error(exc.code, "rest")
-        body = {"success": False, "message": exc.message, "code": exc.code}
-        if exc.errors:
-            body["errors"] = exc.errors
-        if isinstance(exc, VersionConflict):
-            body["event"] = exc.current.to_dict()
-        if isinstance(exc, Unauthorized):
-            self.set_header("WWW-Authenticate", "Bearer")
-        if isinstance(exc, TooLarge):
-            # The body was not read, so this connection cannot carry another request: say so.
-            self.set_header("Connection", "close")
-        self.set_status(exc.status)
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(to_json(body))
+        answer_error(self, exc)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, CalsyncError):

@@ -8,7 +8,7 @@ from typing import Any
 import tornado.web
 
 import calsync.web
-from calsync.handlers.base import ApiHandler, error_for_status, to_json
+from calsync.handlers.base import ApiHandler, answer_error, error_for_status
 
 WEB_FOLDER = Path(calsync.web.__file__).resolve().parent
 POLICY = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; "
@@ -28,10 +28,7 @@ class WebAppHandler(tornado.web.StaticFileHandler):
         return super().get_absolute_path(root, path)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        error = error_for_status(status_code)
-        self.set_status(error.status)
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(to_json({"success": False, "message": error.message, "code": error.code}))
+        answer_error(self, error_for_status(status_code))
 
 
 class AppRedirect(ApiHandler):

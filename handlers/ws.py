@@ -21,7 +21,7 @@ import tornado.ioloop
 import tornado.iostream
 import tornado.websocket
 
-from calsync.handlers.base import ServerParts, error_for_status, origin_allowed, query_token, to_json
+from calsync.handlers.base import ServerParts, answer_error, error_for_status, origin_allowed, query_token
 from calsync.handlers.schemas import auth_schema, join_schema, parse_json, room_schema, sync_request_schema
 from calsync.server.access import OPEN, Grant, bearer
 from calsync.server.answers import Answer
@@ -161,7 +161,6 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         try:
             self.grant = self.tokens.verify(token)
         except Unauthorized as exc:
-            self.set_header("WWW-Authenticate", "Bearer")
             self._refuse(exc)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -170,10 +169,7 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
 
     def _refuse(self, error: CalsyncError) -> None:
         """Answer the handshake with the contract's JSON error instead of upgrading."""
-        self.settings["metrics"].error(error.code, "ws")
-        self.set_status(error.status)
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(to_json({"success": False, "message": error.message, "code": error.code}))
+        answer_error(self, error, "ws")
 
     @property
     def limits(self) -> LimitsConfig:

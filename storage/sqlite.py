@@ -94,7 +94,7 @@ EVENT_COLUMNS = (
     "id, department_id, event_date, title, description, time, url, created_at, last_modified, version, seq"
 )
 EVENT_ORDER = "ORDER BY event_date, time, created_at, id"
-PING_WAIT_MS = 200  # /ready's wait for the write lock
+PING_WAIT_SECONDS = 0.2  # /ready's wait for the write lock
 MIN_ROOM_BYTES = 1 << 20  # /ready says 503 when the database cannot grow by this much
 
 
@@ -128,7 +128,7 @@ class SqliteStorage(ThreadedStorage):
             path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             db.row_factory = sqlite3.Row
-            db.execute(f"PRAGMA busy_timeout = {int(self.options.busy_timeout * 1000)}")
+            self._wait_for_locks(db, self.options.busy_timeout)
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = FULL")
             db.execute("PRAGMA foreign_keys = ON")
@@ -161,6 +161,10 @@ class SqliteStorage(ThreadedStorage):
             raise
         db.execute("COMMIT")
 
+    @staticmethod
+    def _wait_for_locks(db: sqlite3.Connection, seconds: float) -> None:
+        db.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+
     async def create_tables(self) -> list[str]:
         existed = self.options.path.exists()
         await self.open()
@@ -172,12 +176,12 @@ class SqliteStorage(ThreadedStorage):
         waiting long for it) and the file has room to grow, on its disk and within
         SQLite's page limit."""
         def probe(db: sqlite3.Connection) -> None:
-            db.execute(f"PRAGMA busy_timeout = {PING_WAIT_MS}")
+            self._wait_for_locks(db, PING_WAIT_SECONDS)
             try:
                 db.execute("BEGIN IMMEDIATE")
                 db.execute("ROLLBACK")
             finally:
-                db.execute(f"PRAGMA busy_timeout = {int(self.options.busy_timeout * 1000)}")
+                self._wait_for_locks(db, self.options.busy_timeout)
             pages, limit, page_size = (db.execute(f"PRAGMA {name}").fetchone()[0]
                                        for name in ("page_count", "max_page_count", "page_size"))
             disk = os.statvfs(self.options.path.parent)
