@@ -14,7 +14,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from tornado.testing import bind_unused_port
 
-from calsync.server.app import make_app
+from calsync.app import make_app
 from calsync.server.config import ServerConfig
 from calsync.server.hub import Hub
 from calsync.storage.base import Storage

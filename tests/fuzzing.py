@@ -24,8 +24,8 @@ import tornado.netutil
 import tornado.websocket
 from hypothesis import strategies as st
 
+from calsync.app import make_app
 from calsync.server.access import Tokens
-from calsync.server.app import make_app
 from calsync.server.config import LimitsConfig, ServerConfig
 from calsync.server.hub import Hub
 from calsync.storage.errors import CalsyncError

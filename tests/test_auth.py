@@ -12,8 +12,8 @@ import pytest
 import tornado.httpclient
 import tornado.websocket
 
+from calsync.app import make_app
 from calsync.server.access import Tokens
-from calsync.server.app import make_app
 from tests.client import SyncClient, api, api_full
 from tests.test_keepalive import KeepAliveConnection
 from tests.test_rest import MEETING

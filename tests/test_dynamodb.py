@@ -10,7 +10,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from tornado.testing import bind_unused_port
 
-from calsync.server.app import make_app
+from calsync.app import make_app
 from calsync.server.hub import Hub
 from calsync.storage.errors import DuplicateDepartmentName
 from calsync.storage.feed import Cursor

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 import icalendar
 import pytest
 
+from calsync.app import make_app
 from calsync.server.access import Tokens
-from calsync.server.app import make_app
 from calsync.server.clocktime import ClockTime, read_clock_time
 from calsync.server.config import IcsConfig, ServerConfig
 from tests.client import api

@@ -41,6 +41,6 @@ def test_a_fresh_environment_with_only_calsync_imports_calsync_and_no_generic_na
     assert generic == "[]"
     assert errors_path == "calsync/storage/errors.py"
     entry_points = next((env / "lib").glob("python*/site-packages/calsync-*.dist-info/entry_points.txt")).read_text()
-    assert "calsync = calsync.server.cli:main" in entry_points
+    assert "calsync = calsync.cli:main" in entry_points
     assert "sqlite = calsync.storage.sqlite:SqliteStorage" in entry_points
     assert (env / "bin" / "calsync").exists()

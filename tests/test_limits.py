@@ -9,7 +9,7 @@ import pytest
 import tornado.httpclient
 import tornado.websocket
 
-from calsync.server.app import make_app
+from calsync.app import make_app
 from calsync.server.config import LimitsConfig
 from tests.client import SyncClient, api
 from tests.test_rest import MEETING, make_department

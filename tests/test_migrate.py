@@ -16,6 +16,7 @@ import pytest
 from calsync.migrations.legacy import department_id_for, derived_id
 from calsync.migrations.runner import MigrateOptions, migrate
 from calsync.migrations.snapshot import read_snapshot
+from calsync.server.config import load_config
 from calsync.storage.records import Event
 from tests.process import run_cli
 from tests.test_cli import write_config
@@ -46,6 +47,7 @@ def legacy(tmp_path) -> Path:
 
 async def run_migrate(target, source, **options) -> tuple[int, str]:
     out = io.StringIO()
+    options.setdefault("open_config", lambda path: load_config(path).make_storage())  # as the CLI does
     status = await migrate(MigrateOptions(source=str(source), **options), target, out)
     return status, out.getvalue()
 

@@ -8,7 +8,7 @@ import tornado.httpserver
 from pytest_tornasync.plugin import AsyncHTTPServerClient
 from tornado.testing import bind_unused_port
 
-from calsync.server.app import make_app
+from calsync.app import make_app
 from calsync.server.hub import Hub
 from calsync.storage.base import Storage
 from tests.client import SyncClient, api, api_full

@@ -1,6 +1,6 @@
 """`python -m calsync` is the `calsync` command."""
 import sys
 
-from calsync.server.cli import main
+from calsync.cli import main
 
 sys.exit(main())

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Callable, TextIO
 
 from calsync.migrations.legacy import LegacyFileError, read_legacy
 from calsync.migrations.plan import Plan, Step, plan_from_legacy, plan_from_snapshot
 from calsync.migrations.report import Reporter
 from calsync.migrations.snapshot import Snapshot, read_snapshot
-from calsync.server.config import load_config
 from calsync.storage.base import Storage
 from calsync.storage.errors import CalsyncError
 from calsync.storage.records import Department, Event
@@ -22,9 +21,19 @@ from calsync.storage.records import Department, Event
 EVENT_BATCH = 500
 
 
+#: Opens the storage a config file describes (the CLI's; migrations never read config).
+StorageFactory = Callable[[str], Storage]
+
+
+def no_config_sources(path: str) -> Storage:
+    raise SourceError(f"--from {path}: only folders of the original JSON files can be read here")
+
+
 @dataclass(frozen=True)
 class MigrateOptions:
     source: str
+    #: For a source that is a config file (backend to backend).
+    open_config: StorageFactory = no_config_sources
     default_department: str | None = None
     dry_run: bool = False
     skip_invalid: bool = False
@@ -95,8 +104,7 @@ async def make_plan(options: MigrateOptions, target: Snapshot) -> Plan:
     if source.is_dir():
         return plan_from_legacy(read_legacy(source), target, options.default_department)
     if source.is_file():
-        config = load_config(str(source))
-        storage = config.make_storage()
+        storage = options.open_config(str(source))
         try:
             await storage.open()
             snapshot = await read_snapshot(storage)

@@ -13,6 +13,7 @@ from typing import Any
 import tornado.ioloop
 import tornado.web
 
+from calsync.handlers.errors import BadRequest, InvalidJson, MethodNotAllowed, TooLarge, status_of
 from calsync.handlers.preconditions import idempotency_key
 from calsync.handlers.schemas import parse_json
 from calsync.server.access import OPEN, Grant, Tokens, bearer
@@ -23,11 +24,8 @@ from calsync.storage.errors import (
     CalsyncError,
     Conflict,
     Forbidden,
-    InvalidJson,
-    MethodNotAllowed,
     NotFound,
     StorageUnavailable,
-    TooLarge,
     Unauthorized,
     ValidationFailed,
     VersionConflict,
@@ -55,9 +53,7 @@ def error_for_status(status: int) -> CalsyncError:
     if status in HTTP_STATUS_ERRORS:
         return HTTP_STATUS_ERRORS[status]()
     if 400 <= status < 500:
-        error = ValidationFailed("요청을 처리할 수 없습니다.")
-        error.status = status
-        return error
+        return BadRequest(status)
     return CalsyncError()
 
 
@@ -81,7 +77,7 @@ def answer_error(handler: tornado.web.RequestHandler, error: CalsyncError, trans
     if isinstance(error, TooLarge):
         # The body was not read, so this connection cannot carry another request: say so.
         handler.set_header("Connection", "close")
-    handler.set_status(error.status)
+    handler.set_status(status_of(error))
     handler.set_header("Content-Type", "application/json; charset=UTF-8")
     handler.finish(to_json(body))
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from calsync.handlers.base import ApiHandler
-from calsync.handlers.schemas import department_schema
+from calsync.storage.fields import department_schema
 
 
 class DepartmentsHandler(ApiHandler):

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from calsync.handlers.base import ApiHandler
 from calsync.handlers.preconditions import event_etag, if_match_versions, none_match
-from calsync.handlers.schemas import event_schema, events_query_schema
+from calsync.handlers.schemas import events_query_schema
 from calsync.server.answers import etag_of
+from calsync.storage.fields import event_schema
 
 
 class EventsHandler(ApiHandler):

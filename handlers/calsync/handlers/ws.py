@@ -22,24 +22,22 @@ import tornado.iostream
 import tornado.websocket
 
 from calsync.handlers.base import ServerParts, answer_error, error_for_status, origin_allowed, query_token
+from calsync.handlers.errors import (
+    InvalidJson,
+    InvalidMessage,
+    LimitExceeded,
+    RateLimited,
+    ServerBusy,
+    UnknownEvent,
+    UpgradeRequired,
+)
 from calsync.handlers.schemas import auth_schema, join_schema, parse_json, room_schema, sync_request_schema
 from calsync.server.access import OPEN, Grant, bearer
 from calsync.server.answers import Answer
 from calsync.server.config import LimitsConfig
 from calsync.server.hub import Push, encode_frame
 from calsync.server.ratelimit import TokenBucket
-from calsync.storage.errors import (
-    CalsyncError,
-    Forbidden,
-    InvalidJson,
-    InvalidMessage,
-    LimitExceeded,
-    RateLimited,
-    ServerBusy,
-    Unauthorized,
-    UnknownEvent,
-    ValidationFailed,
-)
+from calsync.storage.errors import CalsyncError, Forbidden, Unauthorized, ValidationFailed
 
 log = logging.getLogger("calsync.ws")
 MAX_ID_LENGTH = 64
@@ -110,9 +108,7 @@ def handshake_problem(request: tornado.httputil.HTTPServerRequest) -> CalsyncErr
     if not headers.get("Sec-WebSocket-Key"):
         return ValidationFailed("Sec-WebSocket-Key 헤더가 필요합니다.")
     if headers.get("Sec-WebSocket-Version") not in ("7", "8", "13"):
-        error = ValidationFailed("지원하지 않는 WebSocket 버전입니다. (Sec-WebSocket-Version: 13)")
-        error.status = 426
-        return error
+        return UpgradeRequired("지원하지 않는 WebSocket 버전입니다. (Sec-WebSocket-Version: 13)")
     return None
 
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from calsync.handlers.schemas import check_date, department_schema, event_schema
 from calsync.storage.errors import ValidationFailed
+from calsync.storage.fields import check_date, department_schema, event_schema
 from calsync.storage.records import Department
 
 NAMESPACE = uuid.UUID("6b1f8f3e-2a4c-5d0e-9f7a-3c5b8e1d4a20")  # fixed forever: ids depend on it

@@ -18,15 +18,15 @@ from typing import Sequence
 import tornado.httpserver
 import tornado.netutil
 
-from calsync import __version__
+from calsync.app import make_app
 from calsync.migrations.runner import MigrateOptions, SourceError, migrate
 from calsync.server.access import ROLES, Tokens, parse_duration
-from calsync.server.app import make_app
 from calsync.server.config import Config, ConfigError, load_config
 from calsync.server.housekeeping import Housekeeping
 from calsync.server.hub import Hub
 from calsync.server.inflight import InFlight
 from calsync.server.logs import configure_logging
+from calsync.server.version import __version__
 from calsync.storage.errors import StorageSetupError
 
 log = logging.getLogger("calsync")
@@ -192,7 +192,8 @@ def tune_garbage_collector() -> None:
 
 def run_migrate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    options = MigrateOptions(source=args.source, default_department=args.default_department, dry_run=args.dry_run,
+    options = MigrateOptions(source=args.source, open_config=lambda path: load_config(path).make_storage(),
+                             default_department=args.default_department, dry_run=args.dry_run,
                              skip_invalid=args.skip_invalid, quiet=args.quiet)
 
     async def run() -> int:

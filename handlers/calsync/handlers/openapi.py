@@ -10,10 +10,11 @@ from typing import Any
 
 from marshmallow import fields
 
-from calsync import __version__
 from calsync.handlers import schemas
 from calsync.handlers.base import ApiHandler, to_json
-from calsync.handlers.schemas import Count, Text, check_date
+from calsync.server.version import __version__
+from calsync.storage import fields as records
+from calsync.storage.fields import Count, Text, check_date
 
 ERRORS = {
     400: "입력이 올바르지 않음 (`validation_error`, `invalid_json`)",
@@ -87,9 +88,9 @@ def build_spec() -> dict[str, Any]:
     plugin.converter.add_attribute_function(_field_properties)
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                                                 "description": "auth.mode: token일 때 (contract 9.1)"})
-    for name, schema in [("Department", schemas.DepartmentSchema), ("Event", schemas.EventSchema),
-                         ("DepartmentChanges", schemas.DepartmentSchema(partial=True)),
-                         ("EventChanges", schemas.EventSchema(partial=True)),
+    for name, schema in [("Department", records.DepartmentSchema), ("Event", records.EventSchema),
+                         ("DepartmentChanges", records.DepartmentSchema(partial=True)),
+                         ("EventChanges", records.EventSchema(partial=True)),
                          ("Tombstone", schemas.TombstoneSchema), ("Error", schemas.ErrorSchema),
                          ("DepartmentsReply", schemas.DepartmentsReply), ("DepartmentReply", schemas.DepartmentReply),
                          ("EventReply", schemas.EventReply), ("EventsReply", schemas.EventsReply),

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import tornado.web
 
-from calsync import __version__
 from calsync.handlers import departments, events, metrics, openapi, status, webapp, ws
 from calsync.handlers import ics as ics_feed
 from calsync.handlers.base import NotFoundHandler
@@ -18,6 +17,7 @@ from calsync.server.hub import Broker
 from calsync.server.inflight import InFlight
 from calsync.server.metrics import Metrics, TimedStorage
 from calsync.server.requestlog import log_request
+from calsync.server.version import __version__
 from calsync.storage.base import Storage
 
 

@@ -11,8 +11,8 @@ import zoneinfo
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Iterable
 
-from calsync import __version__
 from calsync.server.clocktime import read_clock_time
+from calsync.server.version import __version__
 from calsync.storage.records import Department, Event
 
 if TYPE_CHECKING:
