@@ -10,10 +10,12 @@ import tornado.web
 from pytest_tornasync.plugin import AsyncHTTPServerClient
 from tornado.testing import bind_unused_port
 
+from calsync.app import make_app
 from calsync.handlers.base import ApiHandler
 from calsync.server.config import ConfigError, load_config
-from calsync.server.inflight import InFlight
+from calsync.server.hub import Hub
 from calsync.storage.dynamodb import DynamoOptions
+from calsync.storage.memory import MemoryStorage
 from tests.client import api
 from tests.process import run_cli
 from tests.test_cli import assert_one_line_exit_2, write_config
@@ -30,8 +32,8 @@ class RaisesStatus(ApiHandler):
                                           (500, "internal"), (502, "internal"), (503, "storage_unavailable")])
 async def test_any_http_error_is_the_contract_json(status, code):
     sock, port = bind_unused_port()
-    app = tornado.web.Application([(r"/status/(\d+)", RaisesStatus)], allowed_origins=(), max_body_bytes=1024,
-                                  in_flight=InFlight())
+    app = make_app(MemoryStorage(), Hub())
+    app.add_handlers(r".*", [(r"/status/(\d+)", RaisesStatus)])
     server = tornado.httpserver.HTTPServer(app)
     server.add_sockets([sock])
     client = AsyncHTTPServerClient(http_server=server, force_instance=True)

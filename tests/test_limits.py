@@ -42,7 +42,7 @@ async def test_max_connections_answers_503_server_busy(ws_url, app):
     assert refused.value.code == 503
     assert b'"code": "server_busy"' in refused.value.response.body
     clients.pop().close()
-    await wait_for(lambda: app.settings["broker"].members() == 2)
+    await wait_for(lambda: app.settings["context"].broker.members() == 2)
     clients.append(await SyncClient.connect(ws_url))
     for client in clients:
         client.close()
@@ -100,8 +100,8 @@ async def test_a_client_that_stops_reading_is_closed_and_the_room_keeps_receivin
     join = f'{{"event": "join_department", "data": {{"department_id": "{department["id"]}"}}}}'.encode()
     mask = b"\0\0\0\0"
     slow.sendall(bytes((0x81, 0x80 | 126)) + len(join).to_bytes(2, "big") + mask + join)  # masked, zero key
-    await wait_for(lambda: app.settings["broker"].members(department["id"]) == 2)
-    broker = app.settings["broker"]
+    await wait_for(lambda: app.settings["context"].broker.members(department["id"]) == 2)
+    broker = app.settings["context"].broker
     big = {**MEETING, "description": "가" * 5000}  # 15 KB a push: past the kernel's socket buffers soon
     created = 0
     while broker.members(department["id"]) == 2 and created < 1000:

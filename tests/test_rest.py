@@ -250,7 +250,7 @@ async def test_korean_is_not_escaped(http_server_client):
 
 
 async def test_cors_for_allowed_origin_only(http_server_client, app):
-    app.settings["allowed_origins"] = ("https://calendar.example",)
+    app.settings["context"].allowed_origins = ("https://calendar.example",)
     response = await http_server_client.fetch("/api/departments", headers={"Origin": "https://calendar.example"})
     assert response.headers["Access-Control-Allow-Origin"] == "https://calendar.example"
     response = await http_server_client.fetch("/api/departments", headers={"Origin": "https://evil.example"})
@@ -261,7 +261,7 @@ async def test_cors_for_allowed_origin_only(http_server_client, app):
 
 
 async def test_preflight_allows_the_sync_headers_for_allowed_origins_and_refuses_others(http_server_client, app):
-    app.settings["allowed_origins"] = ("https://calendar.example",)
+    app.settings["context"].allowed_origins = ("https://calendar.example",)
     department = await make_department(http_server_client)
     for path in ("/api/departments", f"/api/events/{department['id']}", f"/api/departments/{department['id']}"):
         response = await http_server_client.fetch(path, method="OPTIONS", headers={

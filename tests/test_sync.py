@@ -400,7 +400,7 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 async def test_a_client_that_never_answers_pings_is_closed(app, http_server_client):
     from calsync.server.heartbeat import Heartbeat
 
-    heartbeat = Heartbeat(app.settings["broker"].connections, 0.1, 0.2)
+    heartbeat = Heartbeat(app.settings["context"].broker.connections, 0.1, 0.2)
     heartbeat.start()
     try:
         answering = await SyncClient.connect(http_server_client.get_url("/ws").replace("http", "ws"))
@@ -418,12 +418,12 @@ async def test_a_client_that_never_answers_pings_is_closed(app, http_server_clie
         assert int.from_bytes(payload[:2], "big") == 1001 and payload[2:] == b"ping timeout"
         writer.close()
         for _ in range(100):
-            if app.settings["broker"].members() == 1:
+            if app.settings["context"].broker.members() == 1:
                 break
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)  # several more rounds: the answering client stays
         assert (await answering.request("ping"))["event"] == "pong"
-        assert app.settings["broker"].members() == 1
+        assert app.settings["context"].broker.members() == 1
         answering.close()
     finally:
         heartbeat.stop()

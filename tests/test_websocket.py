@@ -196,7 +196,7 @@ async def test_origin_policy(ws_url, connect, app, http_server_client):
     with pytest.raises(tornado.httpclient.HTTPClientError) as refused:
         await SyncClient.connect(ws_url, headers={"Origin": "https://evil.example"})
     assert refused.value.code == 403
-    app.settings["allowed_origins"] = ("https://calendar.example",)
+    app.settings["context"].allowed_origins = ("https://calendar.example",)
     await connect(headers={"Origin": "https://calendar.example"})
-    app.settings["allowed_origins"] = ("*",)
+    app.settings["context"].allowed_origins = ("*",)
     await connect(headers={"Origin": "https://anywhere.example"})

@@ -10,16 +10,17 @@ import json
 import logging
 from typing import Any
 
-import tornado.ioloop
+import tornado.http1connection
 import tornado.web
 
 from calsync.handlers.errors import BadRequest, InvalidJson, MethodNotAllowed, TooLarge, status_of
 from calsync.handlers.preconditions import idempotency_key
 from calsync.handlers.schemas import parse_json
 from calsync.server.access import OPEN, Grant, Tokens, bearer
-from calsync.server.answers import SyncAnswers
+from calsync.server.answers import Answer, SyncAnswers
+from calsync.server.calendar import Calendar
+from calsync.server.context import AppContext
 from calsync.server.hub import Broker
-from calsync.storage.base import Storage
 from calsync.storage.errors import (
     CalsyncError,
     Conflict,
@@ -65,8 +66,9 @@ CORS_RESPONSE_HEADERS = "ETag, Idempotent-Replayed"
 def answer_error(handler: tornado.web.RequestHandler, error: CalsyncError, transport: str = "rest") -> None:
     """The one HTTP answer for an error: `{"success": false, "message", "code", ...}`, from
     every REST route, the WebSocket handshake and the web calendar's files alike."""
-    if "metrics" in handler.settings:
-        handler.settings["metrics"].error(error.code, transport)
+    context: AppContext | None = handler.settings.get("context")
+    if context is not None:  # an Application not made by make_app counts nothing
+        context.metrics.error(error.code, transport)
     body = {"success": False, "message": error.message, "code": error.code}
     if error.errors:
         body["errors"] = error.errors
@@ -104,39 +106,31 @@ def origin_allowed(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
 
 
 class ServerParts:
-    """What `make_app` put in the settings, for REST and WebSocket handlers alike."""
+    """What `make_app` wired (`AppContext`), for REST and WebSocket handlers alike."""
 
     settings: dict[str, Any]
 
     @property
-    def storage(self) -> Storage:
-        return self.settings["storage"]
+    def context(self) -> AppContext:
+        return self.settings["context"]
+
+    @property
+    def calendar(self) -> Calendar:
+        """Reads, and writes that are published as they are stored."""
+        return self.context.calendar
 
     @property
     def broker(self) -> Broker:
-        return self.settings["broker"]
+        return self.context.broker
 
     @property
     def answers(self) -> SyncAnswers:
-        return self.settings["answers"]
+        return self.context.answers
 
     @property
     def tokens(self) -> Tokens | None:
         """None when `auth.mode` is `none`."""
-        return self.settings.get("tokens")
-
-    def publish(self, change: Change) -> Change:
-        """Hand a stored change to the broker, which alone decides who hears of it and how.
-        A replayed create changed nothing and is not pushed again.
-
-        The push goes out on the IOLoop's next turn, so the caller's answer is written first
-        and does not wait for a fan-out to a thousand members. Callbacks run in the order
-        they were added, and changes come back from storage in the order they were stored,
-        so pushes about one department still go out in store order.
-        """
-        if not change.replayed:
-            tornado.ioloop.IOLoop.current().add_callback(self.broker.publish, change)
-        return change
+        return self.context.tokens
 
 
 @tornado.web.stream_request_body
@@ -154,20 +148,22 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         origin = self.request.headers.get("Origin")
-        if origin and origin_allowed(origin, self.request.host, self.settings["allowed_origins"]):
+        if origin and origin_allowed(origin, self.request.host, self.context.allowed_origins):
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Access-Control-Expose-Headers", CORS_RESPONSE_HEADERS)
             self.set_header("Vary", "Origin")
 
     def prepare(self) -> None:
-        self.settings["in_flight"].begin()
+        self.context.in_flight.begin()
         self._counted = True
         self._body = bytearray()
-        limit = self.settings["max_body_bytes"]
+        limit = self.context.max_body_bytes
         length = self.request.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise TooLarge()
-        self.request.connection.set_max_body_size(limit)  # a chunked body over the limit is cut off
+        connection = self.request.connection
+        if isinstance(connection, tornado.http1connection.HTTP1Connection):
+            connection.set_max_body_size(limit)  # a chunked body over the limit is cut off
         if self.tokens is not None and not self.open_access and self.request.method != "OPTIONS":
             token = bearer(self.request.headers.get("Authorization"))
             if token is None and self.token_in_query:
@@ -207,7 +203,7 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
     def _uncount(self) -> None:
         if self._counted:
             self._counted = False
-            self.settings["in_flight"].end()
+            self.context.in_flight.end()
 
     def data_received(self, chunk: bytes) -> None:
         self._body += chunk
@@ -216,7 +212,7 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
         """CORS preflight: 204 for an allowed origin (see `set_default_headers`), 403 for any
         other; a request without `Origin` is no preflight and is simply answered."""
         origin = self.request.headers.get("Origin")
-        if origin and not origin_allowed(origin, self.request.host, self.settings["allowed_origins"]):
+        if origin and not origin_allowed(origin, self.request.host, self.context.allowed_origins):
             raise Forbidden()
         self.set_header("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
         self.set_header("Access-Control-Allow-Headers", CORS_REQUEST_HEADERS)
@@ -240,11 +236,16 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
         if key is None:
             return None
         scope = self.request.path if self.tokens is None else f"{self.grant.sub}\n{self.request.path}"
-        return IdempotencyKey.for_request(scope, key, fields, self.settings["idempotency_seconds"])
+        return IdempotencyKey.for_request(scope, key, fields, self.context.idempotency_seconds)
 
     def reply(self, status_code: int = 200, /, **fields: Any) -> None:
         self.set_status(status_code)
         self.finish(to_json({"success": True, **fields}))
+
+    def reply_answer(self, answer: Answer) -> None:
+        """A sync answer (contract 8.5): its encoded fields go in as they are."""
+        self.set_header("ETag", answer.etag)
+        self.finish(answer.json(success=True))
 
     def reply_created(self, change: Change, name: str) -> None:
         """201 with the created record; a replayed create says so (contract 8.3)."""

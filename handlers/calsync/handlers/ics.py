@@ -17,9 +17,9 @@ class IcsHandler(ApiHandler):
 
     async def get(self, department_id: str) -> None:
         self.grant.require_read(department_id)
-        department = await self.storage.get_department(department_id)
+        department = await self.calendar.get_department(department_id)
         state = await self.answers.state(department_id)
-        zone, minutes = self.settings["timezone"], self.settings["ics_default_minutes"]
+        zone, minutes = self.context.timezone, self.context.ics_default_minutes
         version = f"{state.epoch}.{state.seq}.{department.name}.{department.description}.{zone}.{minutes}"
         etag = '"ics-%s"' % hashlib.sha256(version.encode("utf-8")).hexdigest()[:24]
         self.set_header("ETag", etag)
@@ -27,7 +27,7 @@ class IcsHandler(ApiHandler):
             self.set_status(304)
             self.finish()
             return
-        events = await self.storage.list_events(department_id)
+        events = await self.calendar.list_events(department_id)
         self.set_header("Content-Type", "text/calendar; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.finish(calendar_of(department, events, zone, minutes))

@@ -11,7 +11,7 @@ class MetricsHandler(ApiHandler):
 
     def get(self) -> None:
         self.set_header("Content-Type", CONTENT_TYPE)
-        self.finish(self.settings["metrics"].exposition())
+        self.finish(self.context.metrics.exposition())
 
 
 routes = [(r"/metrics", MetricsHandler)]

@@ -85,6 +85,7 @@ def build_spec() -> dict[str, Any]:
                              "(README의 WebSocket 표). 오류는 모두 `Error` 모양의 JSON입니다.",
               "license": {"name": "MIT", "identifier": "MIT"}},
     )
+    assert plugin.converter is not None  # set by APISpec when it takes the plugin
     plugin.converter.add_attribute_function(_field_properties)
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                                                 "description": "auth.mode: token일 때 (contract 9.1)"})
@@ -98,8 +99,8 @@ def build_spec() -> dict[str, Any]:
         spec.components.schema(name, schema=schema)
     department_id = _path_parameter("department_id", "부서 id")
     event_id = _path_parameter("event_id", "이벤트 id")
-    open_route = {"security": [{}]}
-    with_token = {"security": [{}, {"bearer": []}]}
+    open_route: dict[str, Any] = {"security": [{}]}
+    with_token: dict[str, Any] = {"security": [{}, {"bearer": []}]}
 
     spec.path("/", operations={"get": {**open_route, "summary": "서버 상태", "operationId": "root",
                                        "responses": _responses({200: ("실행 중", _json("ServerStatusReply"))})}})
@@ -176,9 +177,9 @@ class OpenApiHandler(ApiHandler):
     open_access = True
 
     def get(self) -> None:
-        if "openapi_json" not in self.settings:
-            self.settings["openapi_json"] = to_json(build_spec())
-        self.finish(self.settings["openapi_json"])
+        if self.context.openapi_json is None:
+            self.context.openapi_json = to_json(build_spec())
+        self.finish(self.context.openapi_json)
 
 
 routes = [(r"/api/openapi\.json", OpenApiHandler)]

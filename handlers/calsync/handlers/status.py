@@ -1,12 +1,10 @@
-"""`/`, `/health` (the process runs) and `/ready` (storage answers, decided within 5 s)."""
+"""`/`, `/health` (the process runs) and `/ready` (storage answers, decided within `ready_timeout`, 5 s)."""
 from __future__ import annotations
 
 import asyncio
 
 from calsync.handlers.base import ApiHandler
 from calsync.storage.errors import StorageUnavailable
-
-READY_TIMEOUT = 5.0
 
 
 class StatusHandler(ApiHandler):
@@ -20,8 +18,8 @@ class RootHandler(StatusHandler):
         self.reply(
             status="running",
             message="캘린더 동기화 서버가 실행 중입니다.",
-            version=self.settings["version"],
-            storage=self.settings["backend_name"],
+            version=self.context.version,
+            storage=self.context.backend_name,
         )
 
 
@@ -33,10 +31,10 @@ class HealthHandler(StatusHandler):
 class ReadyHandler(StatusHandler):
     async def get(self) -> None:
         try:
-            await asyncio.wait_for(self.storage.ping(), self.settings.get("ready_timeout", READY_TIMEOUT))
+            await asyncio.wait_for(self.calendar.ping(), self.context.ready_timeout)
         except (asyncio.TimeoutError, StorageUnavailable):
             raise StorageUnavailable() from None
-        self.reply(status="ready", storage=self.settings["backend_name"])
+        self.reply(status="ready", storage=self.context.backend_name)
 
 
 routes = [

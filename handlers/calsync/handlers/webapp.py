@@ -43,7 +43,7 @@ class AppRedirect(ApiHandler):
     head = get
 
 
-routes = [
+routes: list[tuple[str, Any] | tuple[str, Any, dict[str, Any]]] = [
     (r"/app", AppRedirect),
     (r"/app/(.*)", WebAppHandler, {"path": str(WEB_FOLDER), "default_filename": "index.html"}),
 ]

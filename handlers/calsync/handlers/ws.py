@@ -9,7 +9,6 @@ one place (`reply_error`) and the connection stays open. Frames over
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -18,7 +17,6 @@ from typing import Any
 
 import tornado.httputil
 import tornado.ioloop
-import tornado.iostream
 import tornado.websocket
 
 from calsync.handlers.base import ServerParts, answer_error, error_for_status, origin_allowed, query_token
@@ -32,6 +30,7 @@ from calsync.handlers.errors import (
     UpgradeRequired,
 )
 from calsync.handlers.schemas import auth_schema, join_schema, parse_json, room_schema, sync_request_schema
+from calsync.handlers.transport import SendBufferFull, answer_frame, limit_send_buffer, text_frame, write_frame
 from calsync.server.access import OPEN, Grant, bearer
 from calsync.server.answers import Answer
 from calsync.server.config import LimitsConfig
@@ -82,18 +81,6 @@ class EnvelopeError(Exception):
         super().__init__(error.message)
         self.envelope = envelope
         self.error = error
-
-
-def text_frame(payload: bytes) -> bytes:
-    """An unmasked, final WebSocket text frame (RFC 6455 section 5.2)."""
-    length = len(payload)
-    if length < 126:
-        header = bytes((0x81, length))
-    elif length < 1 << 16:
-        header = bytes((0x81, 126)) + length.to_bytes(2, "big")
-    else:
-        header = bytes((0x81, 127)) + length.to_bytes(8, "big")
-    return header + payload
 
 
 def handshake_problem(request: tornado.httputil.HTTPServerRequest) -> CalsyncError | None:
@@ -169,11 +156,11 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
 
     @property
     def limits(self) -> LimitsConfig:
-        return self.settings["limits"]
+        return self.context.limits
 
     def check_origin(self, origin: str) -> bool:
         """Browsers from our own origin or a listed one; clients without Origin always pass."""
-        return origin_allowed(origin, self.request.host, self.settings["allowed_origins"])
+        return origin_allowed(origin, self.request.host, self.context.allowed_origins)
 
     def get_compression_options(self) -> None:
         """No permessage-deflate: `send` writes pushes framed once, uncompressed."""
@@ -181,35 +168,23 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
 
     # -- the hub's view of a connection ---------------------------------------------------
     def send(self, push: Push) -> None:
-        """Write a push; the WebSocket frame is built once per push and shared by every member.
+        """Write a push; its WebSocket frame is built once and shared by every member.
 
         Server frames are unmasked and we negotiate no compression, so the bytes on the
-        wire are the same for every connection.
+        wire are the same for every connection (`transport`).
         """
         connection = self.ws_connection
-        if connection is None or connection.is_closing():
+        if connection is None:
             raise tornado.websocket.WebSocketClosedError()
         if push.wire is None:
             text = push.text
             push.wire = text_frame(text if isinstance(text, bytes) else text.encode("utf-8"))
-        stream = connection.stream
-        sent = 0
-        if type(stream) is tornado.iostream.IOStream and not stream.writing():
-            # Plain TCP with nothing queued: hand the bytes to the socket, no Future per member.
-            try:
-                sent = stream.socket.send(push.wire)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                raise tornado.websocket.WebSocketClosedError() from None
-        if sent < len(push.wire):
-            try:
-                stream.write(push.wire[sent:])  # a slow reader: IOStream buffers the rest in order
-            except tornado.iostream.StreamBufferFullError:
-                # It stopped reading: its unsent pushes may not grow without bound.
-                stream.max_write_buffer_size = None  # room for the close frame
-                self.close(TRY_AGAIN_LATER, "send buffer full: reconnect and resume")
-                raise tornado.websocket.WebSocketClosedError() from None
+        try:
+            write_frame(connection, push.wire)
+        except SendBufferFull:
+            # It stopped reading: its unsent pushes may not grow without bound.
+            self.close(TRY_AGAIN_LATER, "send buffer full: reconnect and resume")
+            raise tornado.websocket.WebSocketClosedError() from None
 
     # -- heartbeats (server/heartbeat.py) ---------------------------------------------------
     def send_ping(self) -> None:
@@ -220,6 +195,13 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
 
     def on_pong(self, data: bytes) -> None:
         self.heard_at = time.monotonic()
+
+    @property
+    def granted(self) -> Grant:
+        """The grant of an authenticated connection (`on_message` lets no other through)."""
+        if self.grant is None:
+            raise Unauthorized()
+        return self.grant
 
     def hears(self, department_id: str) -> bool:
         return self.grant is not None and self.grant.can_read(department_id)
@@ -243,10 +225,11 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         self.client_id = str(uuid.uuid4())
         self.heard_at = time.monotonic()
         self._budget = TokenBucket(self.limits.messages_per_second, 2 * self.limits.messages_per_second)
-        self.ws_connection.stream.max_write_buffer_size = self.limits.send_buffer_bytes
+        assert self.ws_connection is not None  # open() runs on an upgraded connection
+        limit_send_buffer(self.ws_connection, self.limits.send_buffer_bytes)
         self._forget_handshake()
         if self.grant is None:
-            self._expect_token(self.settings["auth_timeout"])
+            self._expect_token(self.context.auth_timeout)
         else:
             self._authenticated(self.grant)
         self.broker.add(self)
@@ -278,7 +261,7 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         try:
             self._within_rate()
             envelope = Envelope.parse(message)
-            handler = self.EVENTS.get(envelope.event)
+            handler = self.EVENTS.get(envelope.event or "")
             if handler is None:
                 raise UnknownEvent(f"알 수 없는 이벤트입니다: {envelope.event}")
             if self.grant is None and envelope.event not in BEFORE_AUTH:
@@ -314,9 +297,7 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
 
     def reply_answer(self, event: str, data: dict[str, Any], answer: Answer, message_id: Any = None) -> None:
         """A reply holding a sync answer: its encoded fields go in as they are, not re-encoded."""
-        head = json.dumps({"event": event, "data": data}, ensure_ascii=False)[:-2].encode("utf-8")
-        tail = b"}}" if message_id is None else b'}, "id": ' + json.dumps(message_id, ensure_ascii=False).encode() + b"}"
-        self._write(b"".join((head, b", ", answer.fields, tail)))
+        self._write(answer_frame(event, data, answer, message_id))
 
     def _write(self, text: str | bytes) -> None:
         try:
@@ -325,8 +306,8 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
             pass  # the client left; there is no one to answer
 
     def reply_error(self, error: CalsyncError, envelope: Envelope) -> None:
-        self.settings["metrics"].error(error.code, "ws")
-        data = {"message": error.message, "code": error.code, "request": envelope.event}
+        self.context.metrics.error(error.code, "ws")
+        data: dict[str, Any] = {"message": error.message, "code": error.code, "request": envelope.event}
         if error.errors:
             data["errors"] = error.errors
         self.reply("error", data, envelope.id)
@@ -338,7 +319,7 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         past that seq follow it."""
         fields = join_schema.parse(envelope.data)
         department_id, cursor = fields["department_id"], join_schema.cursor(fields)
-        self.grant.require_read(department_id)
+        self.granted.require_read(department_id)
         rooms = self.broker.rooms_of(self)
         if department_id not in rooms and len(rooms) >= self.limits.rooms_per_connection:
             raise LimitExceeded(f"한 연결이 참여할 수 있는 부서 그룹은 {self.limits.rooms_per_connection}개까지입니다.")
@@ -366,7 +347,7 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
     async def handle_sync_request(self, envelope: Envelope) -> None:
         fields = sync_request_schema.parse(envelope.data)
         department_id, cursor = fields["department_id"], sync_request_schema.cursor(fields)
-        self.grant.require_read(department_id)
+        self.granted.require_read(department_id)
         answer = await self.answers.since(department_id, cursor, sync_request_schema.page_limit(fields))
         self.reply_answer("sync_response", {"department_id": department_id}, answer, envelope.id)
 

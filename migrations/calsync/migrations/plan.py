@@ -48,7 +48,7 @@ class Plan:
 
 def _step(record: Department | Event, existing: Department | Event | None) -> Step:
     step = Step(record, import_outcome(existing, record))
-    if isinstance(existing, Event) and existing.department_id != record.department_id:
+    if isinstance(existing, Event) and isinstance(record, Event) and existing.department_id != record.department_id:
         step.moved_from = existing.department_id
     return step
 
@@ -83,20 +83,24 @@ def plan_from_legacy(data: LegacyData, target: Snapshot, default_department: str
                 plan.departments.append(_step(default, None))
 
     for legacy in data.events:
-        department = mapped.get(legacy.legacy_department) if legacy.legacy_department not in NO_DEPARTMENT else None
+        legacy_key = legacy.legacy_department
+        department = mapped.get(legacy_key) if legacy_key is not None and legacy_key not in NO_DEPARTMENT else None
         department = department or default
         if department is None:
             plan.lacking_department += 1
             continue
-        record = Event(id=legacy.id, department_id=department.id, created_at=legacy.created_at,
-                       last_modified=legacy.last_modified, version=1, **legacy.fields)
-        existing = target_events.get(record.id)
-        if existing is not None:
-            if all(getattr(existing, f) == getattr(record, f) for f in EVENT_CONTENT):
-                record = existing
+        text = legacy.fields
+        event = Event(id=legacy.id, department_id=department.id, event_date=text["event_date"], title=text["title"],
+                      description=text["description"], time=text["time"], url=text["url"],
+                      created_at=legacy.created_at, last_modified=legacy.last_modified, version=1)
+        existing_event = target_events.get(event.id)
+        if existing_event is not None:
+            if all(getattr(existing_event, f) == getattr(event, f) for f in EVENT_CONTENT):
+                event = existing_event
             else:
-                record = dataclasses.replace(record, created_at=existing.created_at, version=existing.version + 1)
-        plan.events.append(_step(record, existing))
+                event = dataclasses.replace(event, created_at=existing_event.created_at,
+                                            version=existing_event.version + 1)
+        plan.events.append(_step(event, existing_event))
     return plan
 
 
@@ -114,9 +118,9 @@ def plan_from_snapshot(source: Snapshot, target: Snapshot, label: str) -> Plan:
             refused.add(record.id)
             continue
         plan.departments.append(_step(record, target_departments.get(record.id)))
-    for record in source.events:
-        if record.department_id in refused:
-            plan.problems.append(Problem("event", label, f"event {record.id}", "its department is not migrated"))
+    for event in source.events:
+        if event.department_id in refused:
+            plan.problems.append(Problem("event", label, f"event {event.id}", "its department is not migrated"))
             continue
-        plan.events.append(_step(record, target_events.get(record.id)))
+        plan.events.append(_step(event, target_events.get(event.id)))
     return plan

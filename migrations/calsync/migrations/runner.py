@@ -122,14 +122,15 @@ async def write_section(report: Reporter, target: Storage, steps: list[Step], he
         batch = steps[start:start + EVENT_BATCH]
         changed = [step for step in batch if step.outcome != "unchanged"]
         if changed and not dry_run:
-            records = [step.record for step in changed]
-            if isinstance(records[0], Department):
-                outcomes = await target.import_departments(records)
+            departments = [step.record for step in changed if isinstance(step.record, Department)]
+            events = [step.record for step in changed if isinstance(step.record, Event)]
+            if departments:
+                outcomes = await target.import_departments(departments)
             else:
                 for step in changed:
                     if step.moved_from:  # import_events replaces within a department only
                         await target.delete_event(step.record.id)
-                outcomes = await target.import_events(records)
+                outcomes = await target.import_events(events)
             for step, outcome in zip(changed, outcomes, strict=True):
                 step.outcome = "updated" if step.moved_from else outcome  # what the store says happened
         for step in batch:
@@ -142,7 +143,8 @@ async def verify(report: Reporter, target: Storage, plan: Plan) -> int:
     report.line()
     report.line("🔍 마이그레이션 검증 중...")
     after = await read_snapshot(target)
-    stored: dict[str, Department | Event] = {r.id: r for r in [*after.departments, *after.events]}
+    stored: dict[str, Department | Event] = {d.id: d for d in after.departments}
+    stored.update((e.id, e) for e in after.events)
     differing = []
     for kind, steps in (("부서", plan.departments), ("이벤트", plan.events)):
         matching = sum(1 for step in steps if stored.get(step.record.id) == step.record)

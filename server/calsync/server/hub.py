@@ -41,7 +41,14 @@ class Push:
 
 
 class Member(Protocol):
+    """A connection as the hub and the heartbeat (`server/heartbeat.py`) see it."""
+
+    #: When the last pong (or any frame) arrived, on `time.monotonic()`.
+    heard_at: float
+
     def send(self, push: Push) -> None: ...
+
+    def send_ping(self) -> None: ...
 
     def hears(self, department_id: str) -> bool:
         """Whether pushes about this department may reach it (what its token may read)."""
@@ -117,11 +124,13 @@ class Broker(abc.ABC):
     def observe_fanout(self, callback: Callable[[int, float], None]) -> None:
         """Call `callback(deliveries, seconds)` after each push is handed to its listeners
         (metrics); once per push, not per connection."""
-        self._on_fanout = callback
+        self._fanout_observer = callback
 
-    @staticmethod
-    def _on_fanout(deliveries: int, seconds: float) -> None:
-        """Nobody observes by default."""
+    _fanout_observer: Callable[[int, float], None] | None = None
+
+    def _on_fanout(self, deliveries: int, seconds: float) -> None:
+        if self._fanout_observer is not None:
+            self._fanout_observer(deliveries, seconds)
 
 
 class Hub(Broker):
@@ -208,7 +217,7 @@ class Hub(Broker):
                 self.close_room(department_id)
             return
         self._published[room] = change.seq
-        members = self._rooms.get(room, ())
+        members: Iterable[Member] = self._rooms.get(room, ())
         floors = self._floors.get(room)
         if floors:
             members = self._past_floors(room, floors, members, push.seq)

@@ -607,7 +607,7 @@ class DynamoStorage(ThreadedStorage):
         while True:
             department, horizon = self._feed_department(department_id)
             usable = cursor is not None and cursor.usable(FeedState(department.epoch, department.seq, horizon))
-            items, top = self._settled_changes(department, horizon, cursor.since if usable else 0)
+            items, top = self._settled_changes(department, horizon, cursor.since if cursor is not None and usable else 0)
             if self._feed_department(department_id)[1] != horizon:
                 continue
             state = FeedState(department.epoch, top, horizon)
@@ -616,7 +616,7 @@ class DynamoStorage(ThreadedStorage):
                 if item["kind"] != "noop":
                     latest[item["id"]] = item
             events = [Event.from_dict(item["record"]) for item in latest.values() if item["kind"] == "put"]
-            if not usable:
+            if cursor is None or not usable:
                 return full_page(department_id, state, events)
             tombstones = [Tombstone(item["id"], item["seq"]) for item in latest.values() if item["kind"] == "delete"]
             return changes_page(department_id, state, cursor.since, events, tombstones, limit)

@@ -7,6 +7,8 @@ transport can meet (a body too large, an unknown WebSocket event) live there too
 """
 from __future__ import annotations
 
+from calsync.storage.records import Event
+
 
 class CalsyncError(Exception):
     code = "internal"
@@ -76,7 +78,7 @@ class VersionConflict(CalsyncError):
     code = "version_conflict"
     message = "다른 사용자가 이벤트를 먼저 수정했습니다."
 
-    def __init__(self, current: object) -> None:
+    def __init__(self, current: Event) -> None:
         super().__init__()
         self.current = current
 

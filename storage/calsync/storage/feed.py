@@ -117,7 +117,7 @@ def changes_page(department_id: str, state: FeedState, since: int, changed: Iter
     When cut, the answer's seq is that of its last item, so asking again from it continues
     exactly where this answer stopped.
     """
-    items = sorted([*(e for e in changed if e.seq > since), *(t for t in tombstones if t.seq > since)],
+    items: list[Event | Tombstone] = sorted([*(e for e in changed if e.seq > since), *(t for t in tombstones if t.seq > since)],
                    key=lambda item: item.seq)
     more = limit is not None and len(items) > limit
     if more:
@@ -189,9 +189,9 @@ class StoredCreate:
     def of(cls, key: IdempotencyKey, change: Change) -> "StoredCreate":
         return cls(key.fingerprint, change.kind, change.record.to_dict(), key.expires_at())
 
-    def replay(self, key: IdempotencyKey) -> Change:
+    def replay(self, key: IdempotencyKey | None) -> Change:
         """The kept answer, or `IdempotencyMismatch` when the key came with another body."""
-        if key.fingerprint != self.fingerprint:
+        if key is None or key.fingerprint != self.fingerprint:
             raise IdempotencyMismatch()
         record_class = Department if self.kind == Kind.DEPARTMENT_CREATED else Event
         record = record_class.from_dict(self.record)

@@ -10,7 +10,7 @@ import secrets
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, TypeVar
 
 # Fields a client may set on an event; everything else on the record belongs to the server.
 EVENT_FIELDS = ("event_date", "title", "description", "time", "url")
@@ -45,7 +45,10 @@ def new_epoch() -> str:
 
 # Feed position (`seq`, `epoch`) is not content: two records are equal when what a person
 # reads in them is equal, so a migrated copy compares equal to its source.
-def _position(default: object) -> object:
+_Position = TypeVar("_Position", int, str)
+
+
+def _position(default: _Position) -> _Position:
     return field(default=default, compare=False)
 
 

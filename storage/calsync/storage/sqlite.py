@@ -40,6 +40,7 @@ from calsync.storage.records import Department, Event, import_outcome, new_epoch
 from calsync.storage.threaded import ThreadedStorage
 
 T = TypeVar("T")
+Record = TypeVar("Record", Department, Event)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS departments (
@@ -263,7 +264,7 @@ class SqliteStorage(ThreadedStorage):
         return stored if stored.live() else None
 
     @staticmethod
-    def _keep(db: sqlite3.Connection, key: IdempotencyKey | None, change: Change, department_id: str) -> None:
+    def _keep(db: sqlite3.Connection, key: IdempotencyKey | None, change: Change, department_id: str | None) -> None:
         if key is not None:
             stored = StoredCreate.of(key, change)
             db.execute("INSERT OR REPLACE INTO idempotency (name, department_id, fingerprint, kind, record, expires_at)"
@@ -481,7 +482,7 @@ class SqliteStorage(ThreadedStorage):
 
         return await self._import(records, self._find_event, write)
 
-    async def _import(self, records: Sequence[T], read: Callable, write: Callable) -> list[str]:
+    async def _import(self, records: Sequence[Record], read: Callable, write: Callable) -> list[str]:
         """Write a batch in one transaction, skipping records already stored as they are."""
 
         def body(db: sqlite3.Connection) -> list[str]:
