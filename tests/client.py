@@ -10,6 +10,24 @@ import tornado.websocket
 
 RECEIVE_TIMEOUT = 10.0
 
+MEETING = {"event_date": "2024-01-20", "title": "팀 회의", "description": "주간 팀 회의", "time": "오후 2:00",
+           "url": "https://example.com"}
+DEPARTMENT_FIELDS = {"id", "name", "description", "created_at", "updated_at", "seq", "epoch"}
+EVENT_FIELDS = {"id", "department_id", "event_date", "title", "description", "time", "url", "created_at",
+                "last_modified", "version", "seq"}
+
+
+async def make_department(client, name="개발팀", description="소프트웨어 개발") -> dict:
+    status, body = await api(client, "POST", "/api/departments", {"name": name, "description": description})
+    assert status == 201, body
+    return body["department"]
+
+
+async def make_event(client, department, **fields) -> dict:
+    status, body = await api(client, "POST", f"/api/events/{department}", {**MEETING, **fields})
+    assert status == 201, body
+    return body["event"]
+
 
 async def api(client: Any, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
               headers: dict | None = None) -> tuple[int, dict]:

@@ -1,6 +1,7 @@
 """Running `calsync` as a real process, the way an operator does."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -8,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 LISTENING = re.compile(r"serving on (http://\S+):(\d+)")
@@ -69,3 +72,27 @@ class ServerProcess:
         while self.process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         return self.process.wait(1)
+
+
+def write_config(folder: Path, text: str, name: str = "calsync.yaml") -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def http_json(url: str, method: str = "GET", body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def assert_one_line_exit_2(result, *fragments: str) -> None:
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

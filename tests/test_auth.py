@@ -14,9 +14,8 @@ import tornado.websocket
 
 from calsync.app import make_app
 from calsync.server.access import Tokens
-from tests.client import SyncClient, api, api_full
-from tests.test_keepalive import KeepAliveConnection
-from tests.test_rest import MEETING
+from tests.client import MEETING, SyncClient, api, api_full
+from tests.rawhttp import KeepAliveConnection
 
 SECRET = "an-office-secret-of-at-least-32-characters"
 pytestmark = pytest.mark.usefixtures("http_server")

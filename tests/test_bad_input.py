@@ -17,8 +17,7 @@ from calsync.server.hub import Hub
 from calsync.storage.dynamodb import DynamoOptions
 from calsync.storage.memory import MemoryStorage
 from tests.client import api
-from tests.process import run_cli
-from tests.test_cli import assert_one_line_exit_2, write_config
+from tests.process import assert_one_line_exit_2, run_cli, write_config
 
 
 class RaisesStatus(ApiHandler):

@@ -14,33 +14,9 @@ import pytest
 import tornado.websocket
 
 from calsync.server.access import Tokens
-from tests.process import ServerProcess, run_cli
+from tests.process import ServerProcess, assert_one_line_exit_2, http_json, run_cli, write_config
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def write_config(folder: Path, text: str, name: str = "calsync.yaml") -> Path:
-    path = folder / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def http_json(url: str, method: str = "GET", body: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-def assert_one_line_exit_2(result, *fragments: str) -> None:
-    assert result.returncode == 2, result
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("text, fragments", [

@@ -7,8 +7,7 @@ import urllib.error
 
 import pytest
 
-from tests.process import ServerProcess
-from tests.test_cli import http_json, write_config
+from tests.process import ServerProcess, http_json, write_config
 
 WRITERS = 8
 

@@ -16,8 +16,7 @@ from calsync.storage.errors import DuplicateDepartmentName
 from calsync.storage.feed import Cursor
 from tests.backends import dynamo_options, make_dynamo
 from tests.client import SyncClient, api
-from tests.process import ServerProcess, run_cli
-from tests.test_cli import assert_one_line_exit_2, http_json, write_config
+from tests.process import ServerProcess, assert_one_line_exit_2, http_json, run_cli, write_config
 
 
 def count_calls(storage) -> collections.Counter:

@@ -11,8 +11,7 @@ import tornado.websocket
 
 from calsync.app import make_app
 from calsync.server.config import LimitsConfig
-from tests.client import SyncClient, api
-from tests.test_rest import MEETING, make_department
+from tests.client import MEETING, SyncClient, api, make_department
 
 pytestmark = pytest.mark.usefixtures("http_server")
 LIMITS = LimitsConfig(max_connections=3, messages_per_second=5, rooms_per_connection=2, send_buffer_bytes=16 * 1024)

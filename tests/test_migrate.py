@@ -18,8 +18,7 @@ from calsync.migrations.runner import MigrateOptions, migrate
 from calsync.migrations.snapshot import read_snapshot
 from calsync.server.config import load_config
 from calsync.storage.records import Event
-from tests.process import run_cli
-from tests.test_cli import write_config
+from tests.process import run_cli, write_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

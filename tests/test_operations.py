@@ -10,8 +10,7 @@ from urllib.parse import urlsplit
 
 import tornado.websocket
 
-from tests.process import ServerProcess
-from tests.test_cli import http_json, write_config
+from tests.process import ServerProcess, http_json, write_config
 
 
 def start_request(url: str, path: str, body: bytes, sent: int) -> socket.socket:

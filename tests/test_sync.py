@@ -11,8 +11,7 @@ from tornado.testing import bind_unused_port
 from calsync.app import make_app
 from calsync.server.hub import Hub
 from calsync.storage.base import Storage
-from tests.client import SyncClient, api, api_full
-from tests.test_rest import MEETING, make_department, make_event
+from tests.client import MEETING, SyncClient, api, api_full, make_department, make_event
 
 pytestmark = pytest.mark.usefixtures("http_server")
 

@@ -8,8 +8,7 @@ import pytest
 import tornado.httpclient
 import tornado.websocket
 
-from tests.client import SyncClient, api
-from tests.test_rest import make_department, make_event
+from tests.client import SyncClient, api, make_department, make_event
 
 
 async def test_connected_message(ws_url):

@@ -149,7 +149,7 @@ async def serve(config: Config) -> None:
         log.info("calsync %s serving on http://%s:%d (storage: %s)", __version__, config.server.host, port, storage.describe())
         await stopping.wait()
 
-        await shut_down(http_server, app.settings["in_flight"], hub, housekeeping, config.server.shutdown_grace)
+        await shut_down(http_server, app.settings["context"].in_flight, hub, housekeeping, config.server.shutdown_grace)
     finally:
         await storage.close()
 

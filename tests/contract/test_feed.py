@@ -14,6 +14,7 @@ from calsync.storage.errors import (
 )
 from calsync.storage.feed import Change, Cursor, IdempotencyKey, Kind, Tombstone
 from calsync.storage.records import Event
+from tests.clock import ManualClock
 
 MEETING = {"event_date": "2024-01-20", "title": "팀 회의", "description": "", "time": "", "url": ""}
 
@@ -172,7 +173,7 @@ async def test_idempotency_keys_expire(storage):
     department = (await storage.create_department("개발팀")).record
     short = IdempotencyKey.for_request("/p", "k", MEETING, 0.2)
     first = await storage.create_event(department.id, MEETING, short)
-    await asyncio.sleep(1.1)  # past its time (DynamoDB keeps whole seconds)
+    storage.clock = ManualClock(storage.clock() + 1.1)  # past its time (DynamoDB keeps whole seconds)
     assert await storage.purge(3600) >= 0
     again = await storage.create_event(department.id, MEETING, short)
     assert not again.replayed and again.record.id != first.record.id
@@ -185,7 +186,7 @@ async def test_purge_raises_the_horizon(storage):
     kept = (await storage.create_event(department.id, MEETING)).record
     assert await storage.purge(3600) == 0
     assert (await storage.feed_state(department.id)).horizon == 0
-    await asyncio.sleep(1.1)
+    storage.clock = ManualClock(storage.clock() + 1.1)
     assert await storage.purge(0.5) == 1
     state = await storage.feed_state(department.id)
     assert (state.horizon, state.seq) == (2, 3)

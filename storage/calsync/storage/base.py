@@ -7,8 +7,9 @@ that return records or raise the errors of `storage.errors`.
 from __future__ import annotations
 
 import abc
+import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Collection, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Collection, Mapping, Sequence
 
 from calsync.storage.feed import Change, Cursor, FeedPage, FeedState, IdempotencyKey
 from calsync.storage.records import Department, Event
@@ -38,6 +39,9 @@ class Storage(abc.ABC):
 
     def __init__(self, options: BackendOptions) -> None:
         self.options = options
+        #: Wall-clock seconds, for everything storage dates (tombstones, key expiry, claims).
+        #: One clock, so tests move time instead of sleeping.
+        self.clock: Callable[[], float] = time.time
 
     # -- life cycle -----------------------------------------------------------------------
     @abc.abstractmethod

@@ -7,7 +7,6 @@ a tombstone, purging raises the horizon — are written once.
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any, Collection, Mapping
 
 from calsync.storage.errors import VersionConflict
@@ -21,12 +20,12 @@ def check_versions(event: Event, if_versions: Collection[int] | None) -> None:
         raise VersionConflict(event)
 
 
-def kept_create(creates: Mapping[str, StoredCreate], key: IdempotencyKey | None) -> StoredCreate | None:
+def kept_create(creates: Mapping[str, StoredCreate], key: IdempotencyKey | None, now: float) -> StoredCreate | None:
     """The live create kept under `key`, if any (a repeat is answered from it)."""
     if key is None:
         return None
     stored = creates.get(key.name)
-    return stored if stored is not None and stored.live() else None
+    return stored if stored is not None and stored.live(now) else None
 
 
 class DepartmentBook:
@@ -59,10 +58,10 @@ class DepartmentBook:
         self.tombstones.pop(event.id, None)
         return event
 
-    def remove(self, event_id: str) -> Tombstone:
+    def remove(self, event_id: str, now: float) -> Tombstone:
         """Delete an event, leaving its tombstone under the next seq."""
         del self.events[event_id]
-        tombstone = Tombstone(event_id, self._next_seq(), time.time())
+        tombstone = Tombstone(event_id, self._next_seq(), now)
         self.tombstones[event_id] = tombstone
         return tombstone
 

@@ -407,7 +407,7 @@ class DynamoStorage(ThreadedStorage):
         `CLAIM_GRACE_SECONDS` it is taken to be on its way and the name is taken; older, it
         is stale: it is removed and the claim tried again.
         """
-        claim = to_item({"id": CLAIM_PREFIX + name, "department_id": department_id, "claimed_at": time.time()})
+        claim = to_item({"id": CLAIM_PREFIX + name, "department_id": department_id, "claimed_at": self.clock()})
         for _ in range(3):
             try:
                 self.client.put_item(TableName=self.departments_table, Item=claim,
@@ -427,7 +427,7 @@ class DynamoStorage(ThreadedStorage):
                 if self._get_department(holder_id).name == name:
                     raise DuplicateDepartmentName()
             except DepartmentNotFound:
-                if float(holder.get("claimed_at", 0)) > time.time() - CLAIM_GRACE_SECONDS:
+                if float(holder.get("claimed_at", 0)) > self.clock() - CLAIM_GRACE_SECONDS:
                     raise DuplicateDepartmentName() from None  # another create, still on its way
             self._release_name(name, holder_id)
         raise DuplicateDepartmentName()
@@ -453,7 +453,7 @@ class DynamoStorage(ThreadedStorage):
         turn on the writer thread and is replayed).
         """
         item_key = self._idempotency_id(key)
-        now = time.time()
+        now = self.clock()
         for _ in range(3):
             try:
                 self.client.put_item(
@@ -482,7 +482,7 @@ class DynamoStorage(ThreadedStorage):
         raise IdempotencyInProgress()
 
     def _settle_key(self, key: IdempotencyKey, change: Change) -> None:
-        stored = StoredCreate.of(key, change)
+        stored = StoredCreate.of(key, change, self.clock())
         self.client.update_item(
             TableName=self.departments_table, Key=self._idempotency_id(key),
             UpdateExpression="SET #state = :done, kind = :kind, #record = :record",
@@ -531,7 +531,7 @@ class DynamoStorage(ThreadedStorage):
 
     def _change_item(self, department_id: str, seq: int, kind: str, event_id: str,
                      event: Event | None = None) -> dict[str, Any]:
-        item = {"department_id": department_id, "seq": seq, "kind": kind, "id": event_id, "at": int(time.time())}
+        item = {"department_id": department_id, "seq": seq, "kind": kind, "id": event_id, "at": int(self.clock())}
         if event is not None:
             item["record"] = event.to_dict()
         return to_item(item)
@@ -676,7 +676,7 @@ class DynamoStorage(ThreadedStorage):
 
     async def purge(self, tombstone_seconds: float) -> int:
         def purge() -> int:
-            cutoff = time.time() - tombstone_seconds
+            cutoff = self.clock() - tombstone_seconds
             purged = 0
             for department in self._list_departments():
                 purged += self._purge_department(department.id, cutoff)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -136,8 +135,8 @@ def answer(department_id: str, state: FeedState, cursor: Cursor | None, events: 
     return changes_page(department_id, state, cursor.since, events, tombstones, limit)
 
 
-def expired(deleted_at: float, keep_seconds: float, now: float | None = None) -> bool:
-    return deleted_at < (time.time() if now is None else now) - keep_seconds
+def expired(deleted_at: float, keep_seconds: float, now: float) -> bool:
+    return deleted_at < now - keep_seconds
 
 
 # -- idempotent creates (contract 8.3) -----------------------------------------------------
@@ -164,8 +163,8 @@ class IdempotencyKey:
         """One string for both parts, for stores keyed by a single value."""
         return f"{self.scope}\n{self.key}"
 
-    def expires_at(self, now: float | None = None) -> float:
-        return (time.time() if now is None else now) + self.keep_seconds
+    def expires_at(self, now: float) -> float:
+        return now + self.keep_seconds
 
 
 @dataclass(frozen=True)
@@ -186,8 +185,8 @@ class StoredCreate:
         return cls(data["fingerprint"], data["kind"], dict(data["record"]), float(data["expires_at"]))
 
     @classmethod
-    def of(cls, key: IdempotencyKey, change: Change) -> "StoredCreate":
-        return cls(key.fingerprint, change.kind, change.record.to_dict(), key.expires_at())
+    def of(cls, key: IdempotencyKey, change: Change, now: float) -> "StoredCreate":
+        return cls(key.fingerprint, change.kind, change.record.to_dict(), key.expires_at(now))
 
     def replay(self, key: IdempotencyKey | None) -> Change:
         """The kept answer, or `IdempotencyMismatch` when the key came with another body."""
@@ -197,5 +196,5 @@ class StoredCreate:
         record = record_class.from_dict(self.record)
         return Change(self.kind, record, getattr(record, "seq", 0), replayed=True)
 
-    def live(self, now: float | None = None) -> bool:
-        return self.expires_at > (time.time() if now is None else now)
+    def live(self, now: float) -> bool:
+        return self.expires_at > now

@@ -23,7 +23,6 @@ import errno
 import fcntl
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
@@ -330,7 +329,7 @@ class JsonStorage(ThreadedStorage):
     async def create_department(self, name: str, description: str = "",
                                 idempotency: IdempotencyKey | None = None) -> Change:
         def create() -> Change:
-            stored = kept_create(self._department_creates, idempotency)
+            stored = kept_create(self._department_creates, idempotency, self.clock())
             if stored is not None:
                 return stored.replay(idempotency)
             self._check_name_free(name)
@@ -338,7 +337,7 @@ class JsonStorage(ThreadedStorage):
             change = Change(Kind.DEPARTMENT_CREATED, book.department)
             creates = dict(self._department_creates)
             if idempotency is not None:
-                creates[idempotency.name] = StoredCreate.of(idempotency, change)
+                creates[idempotency.name] = StoredCreate.of(idempotency, change, self.clock())
             # The feed file first: a crash before departments.json leaves an orphan that
             # the next start removes, never a department whose epoch is not on disk.
             write_atomically(self._events_file(book.department.id), book.to_document())
@@ -390,14 +389,14 @@ class JsonStorage(ThreadedStorage):
                            idempotency: IdempotencyKey | None = None) -> Change:
         def create() -> Change:
             book = self._book(department_id).copy()
-            stored = kept_create(book.creates, idempotency)
+            stored = kept_create(book.creates, idempotency, self.clock())
             if stored is not None:
                 return stored.replay(idempotency)
             event = book.put(Event.new(department_id, fields))
             change = Change(Kind.EVENT_CREATED, event, event.seq)
             entry: dict[str, Any] = {"seq": event.seq, "put": event.to_dict()}
             if idempotency is not None:
-                stored = book.creates[idempotency.name] = StoredCreate.of(idempotency, change)
+                stored = book.creates[idempotency.name] = StoredCreate.of(idempotency, change, self.clock())
                 entry["create"] = [idempotency.name, stored.to_dict()]
             self._save_book(book, entry)
             return change
@@ -421,7 +420,7 @@ class JsonStorage(ThreadedStorage):
             event = self._event(event_id)
             check_versions(event, if_versions)
             book = self._books[event.department_id].copy()
-            tombstone = book.remove(event_id)
+            tombstone = book.remove(event_id, self.clock())
             self._save_book(book, {"seq": tombstone.seq, "remove": tombstone.to_dict() | {"deleted_at": tombstone.deleted_at}})
             return Change(Kind.EVENT_DELETED, event, tombstone.seq)
 
@@ -437,7 +436,7 @@ class JsonStorage(ThreadedStorage):
 
     async def purge(self, tombstone_seconds: float) -> int:
         def purge() -> int:
-            now = time.time()
+            now = self.clock()
             purged = 0
             for book in list(self._books.values()):
                 book = book.copy()
@@ -492,7 +491,7 @@ class JsonStorage(ThreadedStorage):
                 if outcome == "unchanged":
                     continue
                 if existing and existing != record.department_id:  # moved between departments
-                    changed.setdefault(existing, self._books[existing].copy()).remove(record.id)
+                    changed.setdefault(existing, self._books[existing].copy()).remove(record.id, self.clock())
                 changed.setdefault(record.department_id, self._books[record.department_id].copy()).put(record)
             for book in changed.values():
                 book.restart()

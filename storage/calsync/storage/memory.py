@@ -5,7 +5,6 @@ Every method runs to completion without awaiting, so on the IOLoop each one is a
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any, Collection, Mapping, Sequence
 
 from calsync.storage.base import Storage
@@ -59,7 +58,7 @@ class MemoryStorage(Storage):
 
     async def create_department(self, name: str, description: str = "",
                                 idempotency: IdempotencyKey | None = None) -> Change:
-        stored = kept_create(self._department_creates, idempotency)
+        stored = kept_create(self._department_creates, idempotency, self.clock())
         if stored is not None:
             return stored.replay(idempotency)
         self._check_name_free(name)
@@ -67,7 +66,7 @@ class MemoryStorage(Storage):
         self._books[department.id] = DepartmentBook(department)
         change = Change(Kind.DEPARTMENT_CREATED, department)
         if idempotency is not None:
-            self._department_creates[idempotency.name] = StoredCreate.of(idempotency, change)
+            self._department_creates[idempotency.name] = StoredCreate.of(idempotency, change, self.clock())
         return change
 
     async def update_department(self, department_id: str, changes: Mapping[str, Any]) -> Change:
@@ -97,14 +96,14 @@ class MemoryStorage(Storage):
     async def create_event(self, department_id: str, fields: Mapping[str, Any],
                            idempotency: IdempotencyKey | None = None) -> Change:
         book = self._book(department_id)
-        stored = kept_create(book.creates, idempotency)
+        stored = kept_create(book.creates, idempotency, self.clock())
         if stored is not None:
             return stored.replay(idempotency)
         event = book.put(Event.new(department_id, fields))
         self._event_department[event.id] = department_id
         change = Change(Kind.EVENT_CREATED, event, event.seq)
         if idempotency is not None:
-            book.creates[idempotency.name] = StoredCreate.of(idempotency, change)
+            book.creates[idempotency.name] = StoredCreate.of(idempotency, change, self.clock())
         return change
 
     async def update_event(self, event_id: str, changes: Mapping[str, Any],
@@ -117,7 +116,7 @@ class MemoryStorage(Storage):
     async def delete_event(self, event_id: str, if_versions: Collection[int] | None = None) -> Change:
         event = self._event(event_id)
         check_versions(event, if_versions)
-        tombstone = self._books[event.department_id].remove(event_id)
+        tombstone = self._books[event.department_id].remove(event_id, self.clock())
         del self._event_department[event_id]
         return Change(Kind.EVENT_DELETED, event, tombstone.seq)
 
@@ -130,7 +129,7 @@ class MemoryStorage(Storage):
         return self._book(department_id).page(cursor, limit)
 
     async def purge(self, tombstone_seconds: float) -> int:
-        now = time.time()
+        now = self.clock()
         stale = [name for name, stored in self._department_creates.items() if not stored.live(now)]
         for name in stale:
             del self._department_creates[name]
@@ -159,7 +158,7 @@ class MemoryStorage(Storage):
             existing = self._event_department.get(record.id)
             outcomes.append(import_outcome(existing and self._event(record.id), record))
             if existing and existing != record.department_id:
-                self._books[existing].remove(record.id)
+                self._books[existing].remove(record.id, self.clock())
             self._books[record.department_id].put(record)
             self._event_department[record.id] = record.department_id
         for department_id in {record.department_id for record in records}:

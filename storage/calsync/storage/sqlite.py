@@ -9,7 +9,6 @@ import dataclasses
 import json
 import os
 import sqlite3
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
@@ -252,8 +251,7 @@ class SqliteStorage(ThreadedStorage):
             raise DepartmentNotFound()
         return FeedState(row["epoch"], row["seq"], row["horizon"])
 
-    @staticmethod
-    def _kept(db: sqlite3.Connection, key: IdempotencyKey | None) -> StoredCreate | None:
+    def _kept(self, db: sqlite3.Connection, key: IdempotencyKey | None) -> StoredCreate | None:
         if key is None:
             return None
         row = db.execute("SELECT fingerprint, kind, record, expires_at FROM idempotency WHERE name = ?",
@@ -261,12 +259,12 @@ class SqliteStorage(ThreadedStorage):
         if row is None:
             return None
         stored = StoredCreate(row["fingerprint"], row["kind"], json.loads(row["record"]), row["expires_at"])
-        return stored if stored.live() else None
+        return stored if stored.live(self.clock()) else None
 
-    @staticmethod
-    def _keep(db: sqlite3.Connection, key: IdempotencyKey | None, change: Change, department_id: str | None) -> None:
+    def _keep(self, db: sqlite3.Connection, key: IdempotencyKey | None, change: Change,
+              department_id: str | None) -> None:
         if key is not None:
-            stored = StoredCreate.of(key, change)
+            stored = StoredCreate.of(key, change, self.clock())
             db.execute("INSERT OR REPLACE INTO idempotency (name, department_id, fingerprint, kind, record, expires_at)"
                        " VALUES (?, ?, ?, ?, ?, ?)",
                        (key.name, department_id, stored.fingerprint, stored.kind,
@@ -410,7 +408,7 @@ class SqliteStorage(ThreadedStorage):
                 raise VersionConflict(event)
             seq = self._next_seq(db, event.department_id)
             db.execute("INSERT INTO tombstones (department_id, seq, id, deleted_at) VALUES (?, ?, ?, ?)",
-                       (event.department_id, seq, event_id, time.time()))
+                       (event.department_id, seq, event_id, self.clock()))
             return Change(Kind.EVENT_DELETED, event, seq)
 
         return await self._transaction(delete)
@@ -439,7 +437,7 @@ class SqliteStorage(ThreadedStorage):
 
     async def purge(self, tombstone_seconds: float) -> int:
         def purge(db: sqlite3.Connection) -> int:
-            now = time.time()
+            now = self.clock()
             cutoff = now - tombstone_seconds
             db.execute("UPDATE departments SET horizon = max(horizon, (SELECT max(seq) FROM tombstones t"
                        " WHERE t.department_id = departments.id AND t.deleted_at < ?))"
