@@ -3,10 +3,13 @@ storage failure fails a whole group without keeping any of it."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from calsync.storage.errors import EventNotFound, StorageUnavailable, VersionConflict
+from calsync.storage.groupcommit import GroupCommit
 from calsync.storage.sqlite import SqliteStorage
 
 
@@ -50,3 +53,39 @@ async def test_a_storage_failure_fails_the_whole_group_and_keeps_nothing(sqlite)
     assert (await sqlite.feed_state(department.id)).seq == before
     assert await sqlite.list_events(department.id) == []
     assert (await sqlite.create_event(department.id, {"event_date": "2024-01-21", "title": "복구"})).seq == before + 1
+
+
+class FailingCommits(sqlite3.Connection):
+    """A real SQLite connection whose next COMMITs fail as a corrupt file's would."""
+
+    failures = 0
+
+    def execute(self, sql, *args):
+        if sql == "COMMIT" and self.failures:
+            self.failures -= 1
+            raise sqlite3.DatabaseError("database disk image is malformed")
+        return super().execute(sql, *args)
+
+
+async def test_any_commit_error_answers_every_waiting_write_and_later_writes_go_on(tmp_path):
+    db = sqlite3.connect(tmp_path / "g.db", factory=FailingCommits, check_same_thread=False, isolation_level=None)
+    db.execute("CREATE TABLE t (v INTEGER)")
+    executor = ThreadPoolExecutor(1)
+    group = GroupCommit(executor, lambda: db)
+    try:
+        db.failures = 1
+        results = await asyncio.wait_for(asyncio.gather(
+            *(group.write(lambda c, i=i: c.execute("INSERT INTO t VALUES (?)", (i,))) for i in range(5)),
+            return_exceptions=True), 10)
+        assert results and all(isinstance(r, StorageUnavailable) for r in results[:1])
+        failed = sum(isinstance(r, StorageUnavailable) for r in results)
+        assert failed >= 1 and all(isinstance(r, (StorageUnavailable, sqlite3.Cursor)) for r in results)
+        assert db.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 5 - failed  # the failed group kept nothing
+        await asyncio.wait_for(group.write(lambda c: c.execute("INSERT INTO t VALUES (99)")), 10)
+        assert db.execute("SELECT COUNT(*) FROM t WHERE v = 99").fetchone()[0] == 1
+        executor.shutdown()
+        with pytest.raises(StorageUnavailable):  # answered, not left waiting
+            await asyncio.wait_for(group.write(lambda c: c.execute("INSERT INTO t VALUES (100)")), 10)
+    finally:
+        executor.shutdown()
+        db.close()

@@ -14,6 +14,7 @@ between groups, so a stream of writes never starves them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from concurrent.futures import Executor
@@ -21,6 +22,7 @@ from typing import Any, Callable
 
 from calsync.storage.errors import StorageUnavailable
 
+log = logging.getLogger("calsync.storage")
 Write = Callable[[sqlite3.Connection], Any]
 #: At most this many writes share one commit, so one group's answers are not held long.
 MAX_GROUP = 256
@@ -44,8 +46,18 @@ class GroupCommit:
             schedule = not self._scheduled
             self._scheduled = True
         if schedule:
-            self._executor.submit(self._run_group)
+            self._submit()
         return await future
+
+    def _submit(self) -> None:
+        """Run the next group on the worker thread; if it cannot run (the executor was shut
+        down), every queued write is answered now instead of waiting forever."""
+        try:
+            self._executor.submit(self._run_group)
+        except RuntimeError:
+            with self._lock:
+                jobs, self._queued, self._scheduled = self._queued, [], False
+            _settle_all(jobs, [(None, StorageUnavailable()) for _ in jobs])
 
     # -- on the worker thread ---------------------------------------------------------------
     def _run_group(self) -> None:
@@ -57,13 +69,17 @@ class GroupCommit:
             # Locked past busy_timeout, disk full, an I/O error: a passing outage, and
             # nothing of the group was kept.
             outcomes = [(None, StorageUnavailable()) for _ in jobs]
-        for (_, future, loop), (result, error) in zip(jobs, outcomes, strict=True):
-            loop.call_soon_threadsafe(_settle, future, result, error)
+        except BaseException:
+            # Anything else (a corrupt file's DatabaseError, a failed ROLLBACK, a bug): the
+            # group is not kept either, and every write in it is still answered.
+            log.exception("a group commit failed; its %d writes answered as storage_unavailable", len(jobs))
+            outcomes = [(None, StorageUnavailable()) for _ in jobs]
+        _settle_all(jobs, outcomes)
         with self._lock:
-            if self._queued:
-                self._executor.submit(self._run_group)  # after whatever reads queued meanwhile
-            else:
+            if not self._queued:
                 self._scheduled = False
+                return
+        self._submit()  # after whatever reads queued meanwhile
 
     def _commit(self, jobs: list[tuple[Write, asyncio.Future, asyncio.AbstractEventLoop]]) -> list[tuple[Any, BaseException | None]]:
         db = self._connection()
@@ -93,6 +109,15 @@ class GroupCommit:
         self.groups += 1
         self.writes += len(jobs)
         return outcomes
+
+
+def _settle_all(jobs: list[tuple[Write, asyncio.Future, asyncio.AbstractEventLoop]],
+                outcomes: list[tuple[Any, BaseException | None]]) -> None:
+    for (_, future, loop), (result, error) in zip(jobs, outcomes, strict=True):
+        try:
+            loop.call_soon_threadsafe(_settle, future, result, error)
+        except RuntimeError:
+            pass  # its event loop is closed: nobody waits for the answer any more
 
 
 def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
