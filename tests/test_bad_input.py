@@ -83,5 +83,5 @@ def test_options_built_in_code_hold_plain_defaults(monkeypatch):
     monkeypatch.setenv("DEPARTMENTS_TABLE", "from-the-environment")
     options = DynamoOptions()
     assert (options.region, options.endpoint_url, options.departments_table, options.events_table,
-            options.changes_table) == ("ap-northeast-2", "", "departments", "events", "changes")
+            options.changes_table) == ("ap-northeast-2", "", "departments", "events", "")
     assert not any("${" in str(value) for value in vars(options).values())

@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
+import os
+import shutil
+import uuid
+from pathlib import Path
 
 import boto3
 import botocore.exceptions
@@ -17,6 +22,8 @@ from calsync.storage.feed import Cursor
 from tests.backends import dynamo_options, make_dynamo
 from tests.client import SyncClient, api
 from tests.process import ServerProcess, assert_one_line_exit_2, http_json, run_cli, write_config
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def count_calls(storage) -> collections.Counter:
@@ -376,3 +383,53 @@ async def test_a_seq_left_unwritten_by_a_dead_writer_is_closed(dynamo, monkeypat
     full = await dynamo.read_feed(department.id)
     assert (full.seq, [e.id for e in full.events]) == (3, [first.id, third.id])
     assert (await dynamo.feed_state(department.id)).seq == 3
+
+
+def test_two_deployments_naming_only_their_two_tables_never_share_a_change_log(tmp_path, moto_server):
+    """Contract 7: the change log's default name comes from the events table's."""
+    env = {**os.environ, "DYNAMODB_ENDPOINT_URL": moto_server}
+    names = {}
+    for team in ("alpha", "beta"):
+        folder = tmp_path / team
+        folder.mkdir()
+        suffix = f"{team}-{uuid.uuid4().hex[:6]}"
+        (folder / ".env").write_text(f"DEPARTMENTS_TABLE=departments-{suffix}\nEVENTS_TABLE=events-{suffix}\n")
+        config = folder / "calsync.yaml"
+        shutil.copy(REPO / "calsync.yaml", config)
+        text = config.read_text().replace("backend: sqlite ", "backend: dynamodb")
+        config.write_text(text)
+        created = run_cli("create-tables", "--config", str(config), env=env)
+        assert created.returncode == 0, created.stderr
+        assert f"created table 'events-{suffix}_changes'" in created.stdout
+        names[team] = f"events-{suffix}_changes"
+    assert names["alpha"] != names["beta"]
+    tables = boto3.client("dynamodb", endpoint_url=moto_server).list_tables()["TableNames"]
+    assert set(names.values()) <= set(tables)
+
+
+async def test_a_store_made_with_the_old_changes_table_keeps_working(moto_server, caplog):
+    """Made when the change log was always `changes`: serving goes on with it, and says how
+    to keep it."""
+    suffix = uuid.uuid4().hex[:8]
+    old = dynamo_options(moto_server, events_table=f"events-{suffix}", changes_table="changes")
+    before = make_dynamo(old)
+    await before.create_tables()
+    await before.open()
+    department = (await before.create_department("개발팀")).record
+    event = (await before.create_event(department.id, {"event_date": "2024-01-20", "title": "회의"})).record
+    await before.close()
+
+    upgraded = make_dynamo(dataclasses.replace(old, changes_table=""))  # the new default
+    try:
+        with caplog.at_level("WARNING", logger="calsync.dynamodb"):
+            await upgraded.create_tables()  # creates nothing new beside the old log
+            await upgraded.open()
+        assert upgraded.changes_table == "changes"
+        assert "changes_table: changes" in caplog.text
+        page = await upgraded.read_feed(department.id)
+        assert [e.id for e in page.events] == [event.id] and page.seq == 1
+        tables = boto3.client("dynamodb", endpoint_url=moto_server).list_tables()["TableNames"]
+        assert f"events-{suffix}_changes" not in tables
+    finally:
+        await upgraded.close()
+        boto3.client("dynamodb", endpoint_url=moto_server).delete_table(TableName="changes")

@@ -5,12 +5,13 @@ import asyncio
 import json
 import signal
 import socket
+import threading
 import time
 from urllib.parse import urlsplit
 
 import tornado.websocket
 
-from tests.process import ServerProcess, http_json, write_config
+from tests.process import MotoProcess, ServerProcess, http_json, run_cli, write_config
 
 
 def start_request(url: str, path: str, body: bytes, sent: int) -> socket.socket:
@@ -130,3 +131,41 @@ def test_websocket_lines_carry_the_close_code(tmp_path):
     closed = [r for r in records if r.get("ws") == "close"]
     assert len(opened) == 1 and opened[0]["client"] == "127.0.0.1"
     assert [(r["id"], r["code"]) for r in closed] == [(opened[0]["id"], 1000)]
+
+
+def test_sigterm_exits_in_time_while_dynamodb_does_not_answer(tmp_path):
+    """Storage calls stuck in a driver (the endpoint stopped answering: SIGSTOP) do not hold
+    the exit: SIGTERM ends the process within shutdown_grace plus a few seconds."""
+    moto = MotoProcess()
+    try:
+        config = write_config(tmp_path, (
+            "server:\n  shutdown_grace: 1\nstorage:\n  backend: dynamodb\n  dynamodb:\n"
+            f"    endpoint_url: {moto.url}\n    timeout_seconds: 60\n    max_attempts: 5\n"))
+        assert run_cli("create-tables", "--config", str(config)).returncode == 0
+        server = ServerProcess(config)
+        try:
+            status, body = http_json(server.url + "/api/departments", "POST", {"name": "개발팀"})
+            assert status == 201
+            moto.pause()
+            stuck = threading.Thread(target=lambda: http_json_quietly(server.url + f"/api/events/{body['department']['id']}",
+                                                                      {"event_date": "2024-01-20", "title": "x"}),
+                                     daemon=True)
+            stuck.start()
+            time.sleep(1.0)  # the create is now waiting on DynamoDB
+            started = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            assert server.process.wait(30) == 0
+            took = time.monotonic() - started
+            assert took < 1 + 5 + 3 + 3, took  # grace + WebSocket close + storage close + margin
+            assert "exiting without waiting" in server.output
+        finally:
+            server.kill()
+    finally:
+        moto.stop()
+
+
+def http_json_quietly(url: str, body: dict) -> None:
+    try:
+        http_json(url, "POST", body)
+    except OSError:
+        pass  # the server went away mid-request: expected here

@@ -11,6 +11,7 @@ import dataclasses
 import gc
 import ipaddress
 import logging
+import os
 import signal
 import sys
 from typing import Sequence
@@ -27,10 +28,12 @@ from calsync.server.hub import Hub
 from calsync.server.inflight import InFlight
 from calsync.server.logs import configure_logging
 from calsync.server.version import __version__
+from calsync.storage.base import Storage
 from calsync.storage.errors import StorageSetupError
 
 log = logging.getLogger("calsync")
 CLOSE_SECONDS = 5.0  # for WebSocket close handshakes after the grace period
+STORAGE_CLOSE_SECONDS = 3.0  # for storage calls still running after that
 
 
 class CliError(Exception):
@@ -151,7 +154,22 @@ async def serve(config: Config) -> None:
 
         await shut_down(http_server, app.settings["context"].in_flight, hub, housekeeping, config.server.shutdown_grace)
     finally:
-        await storage.close()
+        await close_storage(storage)
+
+
+async def close_storage(storage: Storage) -> None:
+    """Close storage within `STORAGE_CLOSE_SECONDS`. A driver call that does not come back
+    (an endpoint that stopped answering) would hold the process forever, since Python joins
+    worker threads at exit: then the process exits at once instead. Nothing acknowledged is
+    lost by that (every acknowledged write was durable before its answer), and a write cut
+    short is one the client was never told succeeded."""
+    try:
+        await asyncio.wait_for(storage.close(), STORAGE_CLOSE_SECONDS)
+    except asyncio.TimeoutError:
+        log.warning("storage calls still running %g s after shutdown; exiting without waiting for them",
+                    STORAGE_CLOSE_SECONDS)
+        logging.shutdown()
+        os._exit(0)
 
 
 async def shut_down(http_server: tornado.httpserver.HTTPServer, in_flight: InFlight, hub: Hub,

@@ -77,6 +77,9 @@ CLAIM_GRACE_SECONDS = 30.0
 CLAIM_PREFIX = "name#"
 IDEMPOTENCY_PREFIX = "idem#"
 PENDING_SECONDS = 60  # a create that held its idempotency key this long without finishing has died
+#: Before contract 7 named it after the events table, the change log was always this table.
+LEGACY_CHANGES_TABLE = "changes"
+CHANGES_SUFFIX = "_changes"
 HOLE_WAIT_SECONDS = 2.0  # how long a reader waits for a missing seq before closing it with a noop
 BATCH_SIZE = 25  # BatchWriteItem's limit
 MAX_KEY_BYTES = 1024  # DynamoDB refuses partition keys over 2,048 bytes (ValidationException)
@@ -131,7 +134,9 @@ class DynamoOptions(BackendOptions):
     endpoint_url: str = field(default="", metadata={"env": "DYNAMODB_ENDPOINT_URL"})
     departments_table: str = field(default="departments", metadata={"env": "DEPARTMENTS_TABLE"})
     events_table: str = field(default="events", metadata={"env": "EVENTS_TABLE"})
-    changes_table: str = field(default="changes", metadata={"env": "CHANGES_TABLE"})
+    #: Empty: `<events_table>_changes`, so deployments that name only their two original
+    #: tables never share a change log (contract 7).
+    changes_table: str = field(default="", metadata={"env": "CHANGES_TABLE"})
     #: PAY_PER_REQUEST (on-demand) or PROVISIONED, used by `create-tables`.
     billing_mode: str = "PAY_PER_REQUEST"
     read_capacity: int = field(default=10, metadata={"min": 1})
@@ -171,7 +176,7 @@ class DynamoStorage(ThreadedStorage):
         ))
         self.departments_table = options.departments_table
         self.events_table = options.events_table
-        self.changes_table = options.changes_table
+        self.changes_table = options.changes_table or f"{options.events_table}{CHANGES_SUFFIX}"
         self._fed: set[str] = set()  # departments whose feed this process has seen started
 
     def describe(self) -> str:
@@ -202,7 +207,24 @@ class DynamoStorage(ThreadedStorage):
 
     # -- life cycle -----------------------------------------------------------------------
     async def open(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._readers, self._check_tables)
+        await asyncio.get_running_loop().run_in_executor(self._readers, self._open)
+
+    def _open(self) -> None:
+        self._keep_legacy_changes_table()
+        self._check_tables()
+
+    def _keep_legacy_changes_table(self) -> None:
+        """A store made before the change log was named after the events table keeps using
+        `changes`, as long as no table of the new name exists and none was named in config."""
+        if self.options.changes_table or self._describe(self.changes_table) is not None:
+            return
+        if self._describe(LEGACY_CHANGES_TABLE) is None:
+            return
+        log.warning("using the change log table '%s' made by an earlier calsync; the default is now '%s'."
+                    " To keep it, set storage.dynamodb.changes_table: %s (or CHANGES_TABLE=%s); a second"
+                    " deployment on the same account must name its own", LEGACY_CHANGES_TABLE,
+                    self.changes_table, LEGACY_CHANGES_TABLE, LEGACY_CHANGES_TABLE)
+        self.changes_table = LEGACY_CHANGES_TABLE
 
     def _tables(self) -> list[tuple[str, list[tuple[str, str, str]], str | None, list[tuple[str, str, str]]]]:
         """Each table: its name, key (attribute, key type, attribute type), and its index."""
@@ -252,6 +274,7 @@ class DynamoStorage(ThreadedStorage):
         return await asyncio.get_running_loop().run_in_executor(self._readers, self._create_tables)
 
     def _create_tables(self) -> list[str]:
+        self._keep_legacy_changes_table()
         said = []
         for table, key, index, index_key in self._tables():
             description = self._describe(table)
@@ -338,8 +361,7 @@ class DynamoStorage(ThreadedStorage):
         await self._read(probe)
 
     async def close(self) -> None:
-        self.shutdown_threads()
-        self._readers.shutdown(wait=True)
+        await self.shutdown_threads(self._readers)
 
     # -- low-level helpers (run on worker threads) -------------------------------------------
     def _pages(self, operation: str, **kwargs: Any) -> Iterator[dict[str, Any]]:

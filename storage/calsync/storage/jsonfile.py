@@ -253,7 +253,7 @@ class JsonStorage(ThreadedStorage):
         if self._lock_file is not None:
             await self.run(self._lock_file.close)
             self._lock_file = None
-        self.shutdown_threads()
+        await self.shutdown_threads()
 
     async def _call(self, fn: Callable[[], T]) -> T:
         return await self.run(self._guarded, fn)

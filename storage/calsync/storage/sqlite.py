@@ -194,7 +194,7 @@ class SqliteStorage(ThreadedStorage):
         if self._db is not None:
             await self.run(self._db.close)
             self._db = None
-        self.shutdown_threads()
+        await self.shutdown_threads()
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self.run(self._guarded, fn)
