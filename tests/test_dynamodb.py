@@ -19,6 +19,7 @@ from calsync.app import make_app
 from calsync.server.hub import Hub
 from calsync.storage.errors import DuplicateDepartmentName
 from calsync.storage.feed import Cursor
+from calsync.storage.records import Event
 from tests.backends import dynamo_options, make_dynamo
 from tests.client import SyncClient, api
 from tests.process import ServerProcess, assert_one_line_exit_2, http_json, run_cli, write_config
@@ -371,18 +372,28 @@ async def test_two_servers_editing_one_event_keep_the_feed_whole(moto_server):
         await second.close()
 
 
-async def test_a_seq_left_unwritten_by_a_dead_writer_is_closed(dynamo, monkeypatch):
-    monkeypatch.setattr("calsync.storage.dynamodb.HOLE_WAIT_SECONDS", 0.3)
+async def test_a_seq_left_unwritten_by_a_dead_writer_is_closed(dynamo):
+    """Answers stop below a seq still being written; one whose writer died is closed as
+    nothing after gap_seconds, and the writer, were it only slow, takes a new seq."""
+    dynamo.gap_seconds = 0.3
     department = (await dynamo.create_department("개발팀")).record
     first = (await dynamo.create_event(department.id, {"event_date": "2024-01-20", "title": "하나"})).record
-    dynamo._take_seq(department.id)  # a server counted seq 2, then died before writing it
+    dead = dynamo._take_seq(department.id)  # a server counted seq 2, then died before writing it
     third = (await dynamo.create_event(department.id, {"event_date": "2024-01-21", "title": "셋"})).record
     assert third.seq == 3
+    held = await dynamo.read_feed(department.id)
+    assert (held.seq, [e.id for e in held.events]) == (1, [first.id])  # 3 is done, but 2 is not
+    assert (await dynamo.feed_state(department.id)).seq == 1
+    await asyncio.sleep(0.35)
     page = await dynamo.read_feed(department.id, Cursor(1, department.epoch))
     assert (page.seq, [e.id for e in page.events]) == (3, [third.id])
     full = await dynamo.read_feed(department.id)
     assert (full.seq, [e.id for e in full.events]) == (3, [first.id, third.id])
     assert (await dynamo.feed_state(department.id)).seq == 3
+    # the slow writer of seq 2 comes back: its seq is closed, so it must take another
+    late = Event.new(department.id, {"event_date": "2024-01-22", "title": "늦음"})
+    assert not dynamo._put_pending(department.id, dead, "put", late.id, 0, late)
+    assert (await dynamo.read_feed(department.id)).events == full.events
 
 
 def test_two_deployments_naming_only_their_two_tables_never_share_a_change_log(tmp_path, moto_server):

@@ -66,6 +66,9 @@ class SyncConfig:
     tombstone_days: float = field(default=30.0, metadata={"min": 0})
     #: How long a create's answer is kept under its Idempotency-Key.
     idempotency_hours: float = field(default=24.0, metadata={"min": 0})
+    #: How long a change still being written may hold answers below it before it is taken
+    #: for one whose writer died, and resolved (contract 12.2; backends shared by processes).
+    gap_seconds: float = field(default=2.0, metadata={"min": 0.05, "max": 600})
 
     @property
     def tombstone_seconds(self) -> float:
@@ -127,7 +130,9 @@ class Config:
     storage_options: BackendOptions
 
     def make_storage(self) -> Storage:
-        return self.backend_class(self.storage_options)
+        storage = self.backend_class(self.storage_options)
+        storage.gap_seconds = self.sync.gap_seconds
+        return storage
 
 
 def config_path(explicit: str | None = None) -> str:

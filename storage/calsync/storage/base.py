@@ -42,6 +42,8 @@ class Storage(abc.ABC):
         #: Wall-clock seconds, for everything storage dates (tombstones, key expiry, claims).
         #: One clock, so tests move time instead of sleeping.
         self.clock: Callable[[], float] = time.time
+        #: `sync.gap_seconds`: how long a change in flight may hold answers (contract 12.2).
+        self.gap_seconds = 2.0
 
     # -- life cycle -----------------------------------------------------------------------
     @abc.abstractmethod
