@@ -33,6 +33,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 ARTIFACTS = Path(__file__).parent / "artifacts"
 SECRET = "a-web-calendar-secret-of-32-characters-or-more"
 WAIT_MS = 15_000
+expect.set_options(timeout=WAIT_MS)  # a busy CI machine: no assertion waits less
 
 
 def free_port() -> int:
@@ -166,7 +167,7 @@ def test_a_read_only_token_sees_the_month_without_edit_controls(browser, tmp_pat
         assert "token=" not in page.url  # taken into the browser, out of the address bar
         expect(page.locator("#month-label")).to_have_text("March 2024")
         expect(day(page, "2024-03-04")).to_contain_text("고객 미팅")
-        expect(page.locator("#read-only")).to_be_visible()
+        expect(page.locator("#read-only")).to_be_visible(timeout=WAIT_MS)
         expect(page.locator("#event-form")).to_be_hidden()
         day(page, "2024-03-04").locator(".event").click()
         expect(page.locator("#event-form")).to_be_hidden()
