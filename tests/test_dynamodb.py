@@ -444,3 +444,14 @@ async def test_a_store_made_with_the_old_changes_table_keeps_working(moto_server
     finally:
         await upgraded.close()
         boto3.client("dynamodb", endpoint_url=moto_server).delete_table(TableName="changes")
+
+
+async def test_changes_in_flight_over_several_pages_are_all_answered(dynamo, monkeypatch):
+    """The seqs above the committed mark are read a page at a time: a page's end is no gap."""
+    monkeypatch.setattr("calsync.storage.dynamodb.feed.FRONTIER_PAGE", 7)
+    department = (await dynamo.create_department("개발팀")).record
+    events = [Event.new(department.id, {"event_date": "2024-03-01", "title": f"일정 {i}"}) for i in range(30)]
+    await dynamo.import_events(events)
+    page = await dynamo.read_feed(department.id)
+    assert (page.seq, len(page.events)) == (30, 30)
+    assert (await dynamo.feed_state(department.id)).seq == 30

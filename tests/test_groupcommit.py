@@ -71,7 +71,7 @@ async def test_any_commit_error_answers_every_waiting_write_and_later_writes_go_
     db = sqlite3.connect(tmp_path / "g.db", factory=FailingCommits, check_same_thread=False, isolation_level=None)
     db.execute("CREATE TABLE t (v INTEGER)")
     executor = ThreadPoolExecutor(1)
-    group = GroupCommit(executor, lambda: db)
+    group = GroupCommit(executor, lambda: db, lambda exc: isinstance(exc, sqlite3.OperationalError))
     try:
         db.failures = 1
         results = await asyncio.wait_for(asyncio.gather(

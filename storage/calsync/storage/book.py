@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Collection, Mapping
 
-from calsync.storage.errors import VersionConflict
+from calsync.storage.errors import DepartmentNotFound, DuplicateDepartmentName, EventNotFound, VersionConflict
 from calsync.storage.feed import Cursor, FeedPage, FeedState, IdempotencyKey, StoredCreate, Tombstone, answer, expired
-from calsync.storage.records import Department, Event, new_epoch
+from calsync.storage.records import Department, Event, name_taken, new_epoch
 
 
 def check_versions(event: Event, if_versions: Collection[int] | None) -> None:
@@ -110,3 +110,37 @@ class DepartmentBook:
         creates = {name: StoredCreate.from_dict(x) for name, x in document.get("idempotency", {}).items()}
         return cls(department, {e.id: e for e in events}, tombstones, int(document.get("horizon", 0)), creates)
 
+
+
+class Books:
+    """Every department as a `DepartmentBook`, and an index of events by id: the in-memory
+    core the `memory` and `json` backends share. `json` writes a change to disk before it
+    puts it here; `memory` only puts it here."""
+
+    def __init__(self) -> None:
+        self._books: dict[str, DepartmentBook] = {}
+        self._event_department: dict[str, str] = {}  # event id -> department id
+        self._department_creates: dict[str, StoredCreate] = {}
+
+    def _book(self, department_id: str) -> DepartmentBook:
+        try:
+            return self._books[department_id]
+        except KeyError:
+            raise DepartmentNotFound() from None
+
+    def _event(self, event_id: str) -> Event:
+        try:
+            return self._books[self._event_department[event_id]].events[event_id]
+        except KeyError:
+            raise EventNotFound() from None
+
+    def _check_name_free(self, name: str, owner_id: str | None = None) -> None:
+        if name_taken((b.department for b in self._books.values()), name, owner_id):
+            raise DuplicateDepartmentName()
+
+    def _departments(self) -> list[Department]:
+        return sorted((b.department for b in self._books.values()), key=lambda d: (d.name, d.id))
+
+    def _events_of(self, department_id: str, date_from: str | None, date_to: str | None) -> list[Event]:
+        events = [e for e in self._book(department_id).events.values() if e.within(date_from, date_to)]
+        return sorted(events, key=Event.sort_key)

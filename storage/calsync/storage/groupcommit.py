@@ -29,9 +29,11 @@ MAX_GROUP = 256
 
 
 class GroupCommit:
-    def __init__(self, executor: Executor, connection: Callable[[], sqlite3.Connection | None]) -> None:
+    def __init__(self, executor: Executor, connection: Callable[[], sqlite3.Connection | None],
+                 unavailable: Callable[[BaseException], bool]) -> None:
         self._executor = executor
         self._connection = connection
+        self._unavailable = unavailable  # the storage's: which errors are an outage
         self._lock = threading.Lock()
         self._queued: list[tuple[Write, asyncio.Future, asyncio.AbstractEventLoop]] = []
         self._scheduled = False
@@ -65,14 +67,12 @@ class GroupCommit:
             jobs, self._queued = self._queued[:MAX_GROUP], self._queued[MAX_GROUP:]
         try:
             outcomes = self._commit(jobs)
-        except sqlite3.OperationalError:
-            # Locked past busy_timeout, disk full, an I/O error: a passing outage, and
-            # nothing of the group was kept.
-            outcomes = [(None, StorageUnavailable()) for _ in jobs]
-        except BaseException:
-            # Anything else (a corrupt file's DatabaseError, a failed ROLLBACK, a bug): the
-            # group is not kept either, and every write in it is still answered.
-            log.exception("a group commit failed; its %d writes answered as storage_unavailable", len(jobs))
+        except BaseException as exc:
+            # Nothing of the group was kept, and every write in it is still answered. An
+            # outage (locked past busy_timeout, disk full) is expected; anything else (a
+            # corrupt file's DatabaseError, a failed ROLLBACK, a bug) is logged in full.
+            if not self._unavailable(exc):
+                log.exception("a group commit failed; its %d writes answered as storage_unavailable", len(jobs))
             outcomes = [(None, StorageUnavailable()) for _ in jobs]
         _settle_all(jobs, outcomes)
         with self._lock:
@@ -92,9 +92,10 @@ class GroupCommit:
                 db.execute("SAVEPOINT write")
                 try:
                     result = fn(db)
-                except sqlite3.OperationalError:
-                    raise  # storage itself failed: the whole group goes
-                except Exception as exc:  # this write's own answer (NotFound, VersionConflict, a bug)
+                except Exception as exc:
+                    if self._unavailable(exc):
+                        raise  # storage itself failed: the whole group goes
+                    # this write's own answer (NotFound, VersionConflict, a bug)
                     db.execute("ROLLBACK TO write")
                     db.execute("RELEASE write")
                     outcomes.append((None, exc))

@@ -28,16 +28,13 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
 from calsync.storage.base import BackendOptions
-from calsync.storage.book import DepartmentBook, check_versions, kept_create
+from calsync.storage.book import Books, DepartmentBook, check_versions, kept_create
 from calsync.storage.errors import (
-    DepartmentNotFound,
-    DuplicateDepartmentName,
-    EventNotFound,
     StorageSetupError,
     StorageUnavailable,
 )
 from calsync.storage.feed import Change, Cursor, FeedPage, FeedState, IdempotencyKey, Kind, StoredCreate, Tombstone
-from calsync.storage.records import Department, Event, import_outcome, name_taken
+from calsync.storage.records import Department, Event, import_outcome
 from calsync.storage.threaded import ThreadedStorage
 
 T = TypeVar("T")
@@ -140,16 +137,14 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-class JsonStorage(ThreadedStorage):
+class JsonStorage(Books, ThreadedStorage):
     options_class = JsonOptions
     options: JsonOptions
 
     def __init__(self, options: JsonOptions) -> None:
-        super().__init__(options)
+        ThreadedStorage.__init__(self, options)
+        Books.__init__(self)
         self._lock_file: Any = None
-        self._books: dict[str, DepartmentBook] = {}
-        self._event_department: dict[str, str] = {}  # event id -> department id
-        self._department_creates: dict[str, StoredCreate] = {}
         self._journals: dict[str, Journal] = {}
 
     @property
@@ -256,16 +251,16 @@ class JsonStorage(ThreadedStorage):
         await self.shutdown_threads()
 
     async def _call(self, fn: Callable[[], T]) -> T:
-        return await self.run(self._guarded, fn)
+        return await self.run(self._opened, fn)
 
-    def _guarded(self, fn: Callable[[], T]) -> T:
+    def _opened(self, fn: Callable[[], T]) -> T:
         if self._lock_file is None:
             raise StorageUnavailable()
-        try:
-            return fn()
-        except OSError:
-            # Disk full or read-only: the change was not made and memory still matches disk.
-            raise StorageUnavailable() from None
+        return fn()
+
+    def unavailable(self, error: BaseException) -> bool:
+        # Disk full or read-only: the change was not made and memory still matches disk.
+        return isinstance(error, OSError)
 
     # -- writing: disk first, then memory, so a failed write changes nothing --------------
     def _save_departments(self, books: dict[str, DepartmentBook], creates: dict[str, StoredCreate]) -> None:
@@ -302,26 +297,9 @@ class JsonStorage(ThreadedStorage):
             self._event_department.update((event_id, department_id) for event_id in book.events.keys() - old.keys())
         self._books[department_id] = book
 
-    def _book(self, department_id: str) -> DepartmentBook:
-        try:
-            return self._books[department_id]
-        except KeyError:
-            raise DepartmentNotFound() from None
-
-    def _event(self, event_id: str) -> Event:
-        try:
-            return self._books[self._event_department[event_id]].events[event_id]
-        except KeyError:
-            raise EventNotFound() from None
-
-    def _check_name_free(self, name: str, owner_id: str | None = None) -> None:
-        if name_taken((b.department for b in self._books.values()), name, owner_id):
-            raise DuplicateDepartmentName()
-
     # -- departments ----------------------------------------------------------------------
     async def list_departments(self) -> list[Department]:
-        return await self._call(lambda: sorted((b.department for b in self._books.values()),
-                                               key=lambda d: (d.name, d.id)))
+        return await self._call(self._departments)
 
     async def get_department(self, department_id: str) -> Department:
         return await self._call(lambda: self._book(department_id).department)
@@ -376,11 +354,7 @@ class JsonStorage(ThreadedStorage):
     async def list_events(
         self, department_id: str, date_from: str | None = None, date_to: str | None = None
     ) -> list[Event]:
-        def select() -> list[Event]:
-            events = [e for e in self._book(department_id).events.values() if e.within(date_from, date_to)]
-            return sorted(events, key=Event.sort_key)
-
-        return await self._call(select)
+        return await self._call(lambda: self._events_of(department_id, date_from, date_to))
 
     async def get_event(self, event_id: str) -> Event:
         return await self._call(lambda: self._event(event_id))

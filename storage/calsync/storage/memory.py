@@ -8,18 +8,15 @@ import dataclasses
 from typing import Any, Collection, Mapping, Sequence
 
 from calsync.storage.base import Storage
-from calsync.storage.book import DepartmentBook, check_versions, kept_create
-from calsync.storage.errors import DepartmentNotFound, DuplicateDepartmentName, EventNotFound
+from calsync.storage.book import Books, DepartmentBook, check_versions, kept_create
 from calsync.storage.feed import Change, Cursor, FeedPage, FeedState, IdempotencyKey, Kind, StoredCreate
-from calsync.storage.records import Department, Event, import_outcome, name_taken
+from calsync.storage.records import Department, Event, import_outcome
 
 
-class MemoryStorage(Storage):
+class MemoryStorage(Books, Storage):
     def __init__(self, options: Any = None) -> None:
-        super().__init__(options)
-        self._books: dict[str, DepartmentBook] = {}
-        self._event_department: dict[str, str] = {}  # event id -> department id
-        self._department_creates: dict[str, StoredCreate] = {}
+        Storage.__init__(self, options)
+        Books.__init__(self)
 
     async def open(self) -> None:
         return None
@@ -33,25 +30,9 @@ class MemoryStorage(Storage):
     def describe(self) -> str:
         return "memory (not saved)"
 
-    def _book(self, department_id: str) -> DepartmentBook:
-        try:
-            return self._books[department_id]
-        except KeyError:
-            raise DepartmentNotFound() from None
-
-    def _event(self, event_id: str) -> Event:
-        try:
-            return self._books[self._event_department[event_id]].events[event_id]
-        except KeyError:
-            raise EventNotFound() from None
-
-    def _check_name_free(self, name: str, owner_id: str | None = None) -> None:
-        if name_taken((b.department for b in self._books.values()), name, owner_id):
-            raise DuplicateDepartmentName()
-
     # departments
     async def list_departments(self) -> list[Department]:
-        return sorted((b.department for b in self._books.values()), key=lambda d: (d.name, d.id))
+        return self._departments()
 
     async def get_department(self, department_id: str) -> Department:
         return self._book(department_id).department
@@ -87,8 +68,7 @@ class MemoryStorage(Storage):
     async def list_events(
         self, department_id: str, date_from: str | None = None, date_to: str | None = None
     ) -> list[Event]:
-        events = [e for e in self._book(department_id).events.values() if e.within(date_from, date_to)]
-        return sorted(events, key=Event.sort_key)
+        return self._events_of(department_id, date_from, date_to)
 
     async def get_event(self, event_id: str) -> Event:
         return self._event(event_id)

@@ -112,7 +112,7 @@ class SqliteStorage(ThreadedStorage):
     def __init__(self, options: SqliteOptions) -> None:
         super().__init__(options)
         self._db: sqlite3.Connection | None = None
-        self._group = GroupCommit(self._executor, lambda: self._db)
+        self._group = GroupCommit(self._executor, lambda: self._db, self.unavailable)
 
     def describe(self) -> str:
         return f"sqlite ({self.options.path})"
@@ -197,16 +197,16 @@ class SqliteStorage(ThreadedStorage):
         await self.shutdown_threads()
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self.run(self._guarded, fn)
+        return await self.run(self._connected, fn)
 
-    def _guarded(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _connected(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._db is None:
             raise StorageUnavailable()
-        try:
-            return fn(self._db)
-        except sqlite3.OperationalError:
-            # Disk full, I/O error, locked past busy_timeout: a passing outage, not a bug.
-            raise StorageUnavailable() from None
+        return fn(self._db)
+
+    def unavailable(self, error: BaseException) -> bool:
+        # Disk full, I/O error, locked past busy_timeout: a passing outage, not a bug.
+        return isinstance(error, sqlite3.OperationalError)
 
     async def _transaction(self, fn: Callable[[sqlite3.Connection], T], mode: str = "IMMEDIATE") -> T:
         """Run `fn` inside one transaction: all of it commits, or none. Writes share commits

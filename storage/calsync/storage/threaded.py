@@ -7,11 +7,15 @@ is what keeps a backend's writes — and so the pushes that follow them — in o
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 from calsync.storage.base import BackendOptions, Storage
+from calsync.storage.errors import CalsyncError, StorageUnavailable
+
+log = logging.getLogger("calsync.storage")
 
 T = TypeVar("T")
 
@@ -23,9 +27,28 @@ class ThreadedStorage(Storage):
         super().__init__(options)
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix=f"calsync-{type(self).__name__}")
 
+    def unavailable(self, error: BaseException) -> bool:
+        """Whether a driver's error means the store cannot answer now (disk full, locked,
+        throttled, unreachable): an outage to answer with 503, not a bug. Backends say which."""
+        return False
+
+    def guarded(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call `fn`, turning the driver's outage errors into `StorageUnavailable`: the one
+        place that translates them, for every call of every threaded backend."""
+        try:
+            return fn(*args)
+        except CalsyncError:
+            raise
+        except Exception as exc:
+            if not self.unavailable(exc):
+                raise
+            log.warning("%s unavailable: %s", type(self).__name__, exc)
+            raise StorageUnavailable() from None
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking call on this backend's threads and wait for it without blocking."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        """Run a blocking call on this backend's threads (guarded) and wait for it without
+        blocking the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.guarded, fn, *args)
 
     async def shutdown_threads(self, *others: Executor) -> None:
         """Stop taking calls, and wait for the ones running, without blocking the event loop.

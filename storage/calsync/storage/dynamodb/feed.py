@@ -228,17 +228,20 @@ class FeedPart(DynamoParts):
         top = max(mark, horizon)
         if count <= top:
             return Frontier(department, horizon, top, None)
-        items, _ = first_items(self.client, FRONTIER_PAGE, TableName=self.changes_table, ConsistentRead=True,
-                               KeyConditionExpression="department_id = :d AND seq > :top",
-                               ProjectionExpression="seq, #state, kind, id, prev",
-                               ExpressionAttributeNames={"#state": "state"},
-                               ExpressionAttributeValues=to_item({":d": department_id, ":top": top}))
-        passed = []
-        for change in items:
-            if change["seq"] != top + 1 or change.get("state") == PENDING:
-                break
-            top += 1
-            passed.append(change)
+        passed: list[dict[str, Any]] = []
+        more = True
+        while more and top < count:
+            items, more = first_items(self.client, FRONTIER_PAGE, TableName=self.changes_table, ConsistentRead=True,
+                                      KeyConditionExpression="department_id = :d AND seq > :top",
+                                      ProjectionExpression="seq, #state, kind, id, prev",
+                                      ExpressionAttributeNames={"#state": "state"},
+                                      ExpressionAttributeValues=to_item({":d": department_id, ":top": top}))
+            for change in items:
+                if change["seq"] != top + 1 or change.get("state") == PENDING:
+                    more = False
+                    break
+                top += 1
+                passed.append(change)
         blocked = top + 1 if top < count else None
         if top > mark:
             self._advance(department_id, mark, top, passed)

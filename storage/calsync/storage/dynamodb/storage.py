@@ -28,7 +28,7 @@ from calsync.storage.dynamodb.claims import ClaimsPart
 from calsync.storage.dynamodb.feed import FeedPart
 from calsync.storage.dynamodb.items import applied, batch_write, error_code, from_item, pages, to_item, until_processed
 from calsync.storage.dynamodb.tables import CHANGES_SUFFIX, DynamoOptions, TablesPart
-from calsync.storage.errors import DepartmentNotFound, StorageUnavailable
+from calsync.storage.errors import DepartmentNotFound
 from calsync.storage.feed import Change, Cursor, FeedPage, FeedState, IdempotencyKey, Kind
 from calsync.storage.records import Department, Event, import_outcome, new_epoch
 from calsync.storage.threaded import ThreadedStorage
@@ -76,25 +76,17 @@ class DynamoStorage(TablesPart, ClaimsPart, FeedPart, ThreadedStorage):
 
     # -- running boto3 off the IOLoop -------------------------------------------------------
     async def _write(self, fn: Callable[[], T]) -> T:
-        return await self.run(self._guarded, fn)
+        return await self.run(fn)
 
     async def _read(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._readers, self._guarded, fn)
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self.guarded, fn)
 
-    @staticmethod
-    def _guarded(fn: Callable[[], T]) -> T:
-        try:
-            return fn()
-        except botocore.exceptions.ClientError as exc:
-            if error_code(exc) in UNAVAILABLE_CODES:
-                log.warning("DynamoDB unavailable: %s", exc)
-                raise StorageUnavailable() from None
-            raise
-        except (botocore.exceptions.BotoCoreError, OSError) as exc:
-            # Connection refused or reset, timeouts, no credentials: nothing was changed
-            # that the caller will be told about; the request can be retried.
-            log.warning("DynamoDB unreachable: %s", exc)
-            raise StorageUnavailable() from None
+    def unavailable(self, error: BaseException) -> bool:
+        # Throttling, outages, rejected credentials; connection refused or reset, timeouts:
+        # nothing was changed that the caller will be told about, and it may retry.
+        if isinstance(error, botocore.exceptions.ClientError):
+            return error_code(error) in UNAVAILABLE_CODES
+        return isinstance(error, (botocore.exceptions.BotoCoreError, OSError))
 
     # -- life cycle -----------------------------------------------------------------------
     async def open(self) -> None:
