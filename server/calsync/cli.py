@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 import tornado.httpserver
 import tornado.netutil
@@ -27,6 +27,7 @@ from calsync.server.housekeeping import Housekeeping
 from calsync.server.hub import Hub
 from calsync.server.inflight import InFlight
 from calsync.server.logs import configure_logging
+from calsync.server.redisbroker import RedisBroker
 from calsync.server.version import __version__
 from calsync.storage.base import Storage
 from calsync.storage.errors import StorageSetupError
@@ -58,6 +59,8 @@ def build_parser() -> ArgumentParser:
     serve = command("serve", "run the server until SIGINT or SIGTERM")
     serve.add_argument("--host", help="listen address (overrides server.host)")
     serve.add_argument("--port", type=int, help="listen port, 0 for any free one (overrides server.port)")
+    serve.add_argument("--processes", type=int, default=1, metavar="N",
+                       help="N server processes on the one port, to use N cores (default 1; 0: one per core)")
     serve.set_defaults(run=run_serve)
 
     create = command("create-tables", "prepare storage: tables and indexes, schema or folder")
@@ -120,23 +123,87 @@ def run_serve(args: argparse.Namespace) -> int:
     if "port" in overrides and not 0 <= overrides["port"] <= 65535:
         raise CliError(f"--port: must be between 0 and 65535, got {overrides['port']}")
     config = dataclasses.replace(config, server=dataclasses.replace(config.server, **overrides))
-    asyncio.run(serve(config))
-    return 0
+    processes = args.processes if args.processes > 0 else (os.cpu_count() or 1)
+    if args.processes < 0 or processes > 256:
+        raise CliError(f"--processes: must be between 0 and 256, got {args.processes}")
+    if config.backend in ("json", "memory") and processes > 1:
+        raise CliError(f"--processes {processes}: storage.backend {config.backend} serves one process only"
+                       " (use sqlite or dynamodb)")
+    try:
+        sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}") from None
+    if processes == 1:
+        asyncio.run(serve(config, sockets))
+        return 0
+    if config.broker.backend == "local":
+        log.warning("%d processes with broker: local: a push reaches only the clients of the process that took"
+                    " the write (the others catch up on their next sync); set broker: redis to share rooms",
+                    processes)
+    return supervise(processes, lambda: asyncio.run(serve(config, sockets)))
 
 
-async def serve(config: Config) -> None:
+def supervise(count: int, run: Callable[[], None]) -> int:
+    """Fork `count` processes that each `run()` on the sockets bound before, pass SIGINT and
+    SIGTERM on to them, and wait for all: the exit status is the worst of theirs. A child
+    that dies is not restarted here (systemd restarts the whole unit)."""
+    children: list[int] = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                run()
+                code = 0
+            except (ConfigError, StorageSetupError, CliError) as exc:
+                print(f"calsync: {' '.join(str(exc).split())}", file=sys.stderr)
+                code = 2
+            except BaseException:
+                log.exception("a server process failed")
+                code = 1
+            logging.shutdown()
+            os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, frame: object) -> None:
+        for child in children:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    worst = 0
+    for child in children:
+        while True:
+            try:
+                _, status = os.waitpid(child, 0)
+                break
+            except InterruptedError:
+                continue
+        worst = max(worst, os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+    return worst
+
+
+def make_broker(config: Config, storage: Storage) -> Hub:
+    """`broker.backend`: this process's rooms alone, or every process's through Redis."""
+    if config.broker.backend == "redis":
+        return RedisBroker(storage, config.broker.url, config.broker.channel_prefix, config.sync.gap_seconds,
+                           presence_ttl=config.server.ping_timeout + 10)
+    return Hub()
+
+
+async def serve(config: Config, sockets: list) -> None:
     configure_logging(config.server.log_format)
     storage = config.make_storage()
+    hub: Hub | None = None
     try:
         await storage.open()
-        hub = Hub()
+        hub = make_broker(config, storage)
+        await hub.start()
         app = make_app(storage, hub, config.server, config.backend, config.sync, config.auth.tokens(),
                        config.auth.timeout, config.limits, config.ics)
         housekeeping = Housekeeping(storage, hub.connections, config.server, config.sync)
-        try:
-            sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host)
-        except OSError as exc:
-            raise CliError(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}") from None
         http_server = tornado.httpserver.HTTPServer(app)
         http_server.add_sockets(sockets)
         stopping = asyncio.Event()
@@ -154,6 +221,8 @@ async def serve(config: Config) -> None:
 
         await shut_down(http_server, app.settings["context"].in_flight, hub, housekeeping, config.server.shutdown_grace)
     finally:
+        if hub is not None:
+            await hub.stop()
         await close_storage(storage)
 
 

@@ -203,6 +203,11 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
             raise Unauthorized()
         return self.grant
 
+    @property
+    def sub(self) -> str:
+        """Who this connection is, for presence ("-" with auth off or before a token)."""
+        return self.grant.sub if self.tokens is not None and self.grant is not None else "-"
+
     def hears(self, department_id: str) -> bool:
         return self.grant is not None and self.grant.can_read(department_id)
 
@@ -351,6 +356,12 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         answer = await self.answers.since(department_id, cursor, sync_request_schema.page_limit(fields))
         self.reply_answer("sync_response", {"department_id": department_id}, answer, envelope.id)
 
+    async def handle_presence_request(self, envelope: Envelope) -> None:
+        """Who is in a department's room, over every process (contract 12.4)."""
+        department_id = room_schema.parse(envelope.data)["department_id"]
+        self.granted.require_read(department_id)
+        self.reply("presence", await self.broker.presence(department_id), envelope.id)
+
     async def handle_auth(self, envelope: Envelope) -> None:
         token = auth_schema.parse(envelope.data)["token"]
         grant = OPEN if self.tokens is None else self.tokens.verify(token)
@@ -370,6 +381,7 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         "join_department": handle_join_department,
         "leave_department": handle_leave_department,
         "sync_request": handle_sync_request,
+        "presence_request": handle_presence_request,
         "ping": handle_ping,
         "auth": handle_auth,
     }

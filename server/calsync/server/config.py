@@ -118,6 +118,21 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class BrokerConfig:
+    #: `local`: pushes reach the clients of the process that took the write; `redis`: every
+    #: process's (contract 12.3).
+    backend: str = "local"
+    url: str = field(default="redis://127.0.0.1:6379/0", metadata={"env": "REDIS_URL"})
+    channel_prefix: str = "calsync"
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("local", "redis"):
+            raise ValueError(f"backend must be local or redis, got {self.backend!r}")
+        if self.backend == "redis" and not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"url must start with redis://, rediss:// or unix://, got {self.url!r}")
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     server: ServerConfig
@@ -125,6 +140,7 @@ class Config:
     auth: AuthConfig
     limits: LimitsConfig
     ics: IcsConfig
+    broker: BrokerConfig
     backend: str
     backend_class: type[Storage]
     storage_options: BackendOptions
@@ -163,12 +179,13 @@ def load_config(path: str | None = None) -> Config:
 def _build(source: str, base_dir: Path, document: Any) -> Config:
     reader = _SectionReader(source, base_dir)
     document = reader.mapping(document, "")
-    reader.reject_unknown(document, {"server", "sync", "auth", "limits", "ics", "storage"}, "")
+    reader.reject_unknown(document, {"server", "sync", "auth", "limits", "ics", "broker", "storage"}, "")
     server = reader.dataclass(ServerConfig, document.get("server"), "server")
     sync = reader.dataclass(SyncConfig, document.get("sync"), "sync")
     auth = reader.dataclass(AuthConfig, document.get("auth"), "auth")
     limits = reader.dataclass(LimitsConfig, document.get("limits"), "limits")
     ics = reader.dataclass(IcsConfig, document.get("ics"), "ics")
+    broker = reader.dataclass(BrokerConfig, document.get("broker"), "broker")
 
     storage = reader.mapping(document.get("storage"), "storage")
     backend = reader.value(str, storage.get("backend", "sqlite"), "storage.backend")
@@ -182,7 +199,7 @@ def _build(source: str, base_dir: Path, document: Any) -> Config:
         if name in storage:  # check every section present, so a typo never waits for a switch
             reader.dataclass(load_backend(name).options_class, storage[name], f"storage.{name}")
     options = reader.dataclass(backend_class.options_class, storage.get(backend), f"storage.{backend}")
-    return Config(source, server, sync, auth, limits, ics, backend, backend_class, options)
+    return Config(source, server, sync, auth, limits, ics, broker, backend, backend_class, options)
 
 
 class _SectionReader:

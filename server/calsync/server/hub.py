@@ -45,6 +45,9 @@ class Member(Protocol):
 
     #: When the last pong (or any frame) arrived, on `time.monotonic()`.
     heard_at: float
+    @property
+    def sub(self) -> str:
+        """Who it is, for presence: the token's subject ("-" with auth off)."""
 
     def send(self, push: Push) -> None: ...
 
@@ -120,6 +123,21 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def room_count(self) -> int:
         """How many rooms have someone in them."""
+
+    @abc.abstractmethod
+    async def presence(self, department_id: str) -> dict[str, Any]:
+        """Who is in a department's room: `{"department_id", "connections", "members":
+        [{"sub", "connections"}]}` (contract 12.4)."""
+
+    def status(self) -> str:
+        """For `/ready`: `local`, or whether a shared broker answers (`up`, `down`)."""
+        return "local"
+
+    async def start(self) -> None:
+        """Connect what the broker needs; never fails the start (a shared broker may come later)."""
+
+    async def stop(self) -> None:
+        """Let go of connections and timers."""
 
     def observe_fanout(self, callback: Callable[[int, float], None]) -> None:
         """Call `callback(deliveries, seconds)` after each push is handed to its listeners
@@ -206,17 +224,39 @@ class Hub(Broker):
     def room_count(self) -> int:
         return len(self._rooms)
 
+    async def presence(self, department_id: str) -> dict[str, Any]:
+        return presence_answer(department_id, [self.subjects(department_id)])
+
+    def subjects(self, room: str) -> dict[str, int]:
+        """This process's connections in `room`, by subject."""
+        counts: dict[str, int] = {}
+        for member in self._rooms.get(room, ()):
+            counts[member.sub] = counts.get(member.sub, 0) + 1
+        return counts
+
+    def tracked_rooms(self) -> set[str]:
+        """Rooms with a member in them or joining."""
+        return set(self._rooms) | set(self._joining)
+
     # pushes
     def publish(self, change: Change) -> None:
         room, event, data = push_of(change)
         push = Push(encode_frame(event, data), change.seq)
         if room is None:
-            department_id = change.record.id
-            self._send_all([m for m in self._members if m.hears(department_id)], push)
-            if change.kind == Kind.DEPARTMENT_DELETED:
-                self.close_room(department_id)
-            return
-        self._published[room] = change.seq
+            self.deliver_department(change.record.id, push, change.kind == Kind.DEPARTMENT_DELETED)
+        else:
+            self.deliver(room, push)
+
+    def deliver_department(self, department_id: str, push: Push, deleted: bool) -> None:
+        """A department-level push: every connection that may read the department hears it."""
+        self._send_all([m for m in self._members if m.hears(department_id)], push)
+        if deleted:
+            self.close_room(department_id)
+
+    def deliver(self, room: str, push: Push) -> None:
+        """A push to a room's members, in the order delivered (a broker for several processes
+        puts them in seq order first)."""
+        self._published[room] = push.seq
         members: Iterable[Member] = self._rooms.get(room, ())
         floors = self._floors.get(room)
         if floors:
@@ -261,3 +301,13 @@ class Hub(Broker):
             member.close(code, reason)
         except Exception:
             log.debug("connection failed while closing", exc_info=True)
+
+
+def presence_answer(department_id: str, processes: Iterable[dict[str, int]]) -> dict[str, Any]:
+    """The `presence` reply from each process's counts by subject."""
+    counts: dict[str, int] = {}
+    for subjects in processes:
+        for subject, connections in subjects.items():
+            counts[subject] = counts.get(subject, 0) + connections
+    members = [{"sub": subject, "connections": connections} for subject, connections in sorted(counts.items())]
+    return {"department_id": department_id, "connections": sum(counts.values()), "members": members}
