@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import urllib.request
 import uuid
 
 import pytest
@@ -166,6 +167,15 @@ async def test_every_client_of_every_process_gets_every_change_through_redis_fau
         for copy in copies:
             assert copy.seqs == sorted(set(copy.seqs))
         assert len(store) > 10
+        deadline = asyncio.get_running_loop().time() + 10
+        while any(http_json(server.url + "/ready")[1]["broker"] != "up" for server in servers):
+            assert asyncio.get_running_loop().time() < deadline, "a process never reconnected to Redis"
+            await asyncio.sleep(0.2)
+        metrics = [urllib.request.urlopen(server.url + "/metrics", timeout=10).read().decode() for server in servers]
+        assert all("calsync_broker_up 1.0" in text for text in metrics)
+        fills = sum(float(line.split()[-1]) for text in metrics for line in text.splitlines()
+                    if line.startswith("calsync_broker_fills_total"))
+        assert fills > 0  # what Redis lost while it was away came from the feed
     finally:
         http.close()
         for client in clients:

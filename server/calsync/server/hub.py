@@ -129,6 +129,16 @@ class Broker(abc.ABC):
         """Who is in a department's room: `{"department_id", "connections", "members":
         [{"sub", "connections"}]}` (contract 12.4)."""
 
+    def observe_fills(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` each time a room is filled from the feed (a shared broker)."""
+        self._fill_observer = callback
+
+    _fill_observer: Callable[[], None] | None = None
+
+    def _filled(self) -> None:
+        if self._fill_observer is not None:
+            self._fill_observer()
+
     def status(self) -> str:
         """For `/ready`: `local`, or whether a shared broker answers (`up`, `down`)."""
         return "local"

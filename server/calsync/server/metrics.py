@@ -43,6 +43,12 @@ class Metrics:
               registry=self.registry).set_function(lambda: broker.members())
         Gauge("calsync_rooms", "Rooms with at least one member", registry=self.registry).set_function(broker.room_count)
         broker.observe_fanout(self.pushed)
+        if broker.status() != "local":
+            Gauge("calsync_broker_up", "1 while the shared broker (Redis) answers, 0 while it does not",
+                  registry=self.registry).set_function(lambda: 1 if broker.status() == "up" else 0)
+            fills = Counter("calsync_broker_fills", "Rooms filled from the feed: what no broker message brought",
+                            registry=self.registry)
+            broker.observe_fills(fills.inc)
 
     def pushed(self, deliveries: int, seconds: float) -> None:
         self.pushes.inc(deliveries)

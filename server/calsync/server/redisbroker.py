@@ -213,9 +213,13 @@ class RedisBroker(Hub):
                     # clients must sync again.
                     self._reset_room(room)
                     return
+                delivered = False
                 for push in entry_pushes(page):
                     if push.seq > cursor.seq:
                         self.deliver(room, push)
+                        delivered = True
+                if delivered:
+                    self._filled()
                 cursor.seq = max(cursor.seq, page.seq)
                 self._release(room, cursor)
                 if not page.more:
