@@ -16,9 +16,9 @@ import dataclasses
 import pytest
 
 from calsync.storage.errors import EventNotFound, StorageUnavailable
-from calsync.storage.feed import Cursor
 from tests.backends import dynamo_options, make_dynamo
 from tests.dynamoproxy import DynamoProxy, Fault
+from tests.feedcopy import FeedCopy
 
 GAP = 0.2
 
@@ -28,33 +28,6 @@ def proxy(moto_server):
     proxy = DynamoProxy(moto_server)
     yield proxy
     proxy.close()
-
-
-class Follower:
-    """A client's copy, kept by cursors; it checks that served entries keep their meaning."""
-
-    def __init__(self) -> None:
-        self.events: dict[str, dict] = {}
-        self.cursor: Cursor | None = None
-        self.served: dict[int, tuple] = {}
-
-    async def follow(self, storage, department_id: str) -> None:
-        while True:
-            page = await storage.read_feed(department_id, self.cursor, 3)
-            if page.reset:
-                self.events = {}
-            for event in page.events:
-                self._serve(event.seq, (event.id, "put", event.version))
-                self.events[event.id] = event.to_dict()
-            for tombstone in page.deleted:
-                self._serve(tombstone.seq, (tombstone.id, "delete"))
-                self.events.pop(tombstone.id, None)
-            self.cursor = Cursor(page.seq, page.epoch)
-            if not page.more:
-                return
-
-    def _serve(self, seq: int, entry: tuple) -> None:
-        assert self.served.setdefault(seq, entry) == entry, (seq, self.served[seq], entry)
 
 
 async def settled(reader, department_id: str):
@@ -113,7 +86,7 @@ async def test_every_fault_at_every_step_leaves_one_true_calendar(operation, pro
 async def one_case(operation: str, step: int, action: str, proxy, reader, faulty) -> None:
     department = (await reader.create_department(f"{operation}-{step}-{action}")).record
     event = (await reader.create_event(department.id, {"event_date": "2024-01-20", "title": "회의"})).record
-    follower = Follower()
+    follower = FeedCopy()
     await follower.follow(reader, department.id)
     await faulty.read_feed(department.id)
     proxy.arm(Fault(step, action))
@@ -144,6 +117,6 @@ async def one_case(operation: str, step: int, action: str, proxy, reader, faulty
     if change is None and operation == "update" and event.id in stored:
         assert stored[event.id]["version"] in (1, 2), case  # whole or nothing
     # a reader that comes fresh, through the other process, agrees too
-    again = Follower()
+    again = FeedCopy()
     await again.follow(faulty, department.id)
     assert again.events == stored, case

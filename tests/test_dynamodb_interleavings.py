@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from calsync.storage.errors import CalsyncError, EventNotFound, StorageUnavailable
-from calsync.storage.feed import Cursor
 from tests.backends import dynamo_options, make_dynamo
+from tests.feedcopy import FeedCopy
 
 GAP = 0.05
 
@@ -64,29 +64,6 @@ class CrashAt:
             raise Crash()
 
 
-class Follower:
-    def __init__(self) -> None:
-        self.events: dict[str, dict] = {}
-        self.cursor: Cursor | None = None
-        self.served: dict[int, tuple] = {}
-
-    def apply(self, page) -> None:
-        if self.cursor is not None and not page.reset:
-            assert page.seq >= self.cursor.since, "an answer went back"
-        if page.reset:
-            self.events = {}
-        for event in page.events:
-            self._serve(event.seq, (event.id, "put", event.version))
-            self.events[event.id] = event.to_dict()
-        for tombstone in page.deleted:
-            self._serve(tombstone.seq, (tombstone.id, "delete"))
-            self.events.pop(tombstone.id, None)
-        self.cursor = Cursor(page.seq, page.epoch)
-
-    def _serve(self, seq: int, entry: tuple) -> None:
-        assert self.served.setdefault(seq, entry) == entry, f"seq {seq} was {self.served[seq]}, now {entry}"
-
-
 class FeedMachine(RuleBasedStateMachine):
     @initialize()
     def start(self) -> None:
@@ -102,7 +79,7 @@ class FeedMachine(RuleBasedStateMachine):
         self.crashes = [CrashAt(storage) for storage in self.storages]
         self.department = self.run(self.storages[0].create_department("개발팀")).record
         self.ids: list[str] = []
-        self.followers = [Follower(), Follower()]
+        self.followers = [FeedCopy(), FeedCopy()]
         self.acknowledged: dict[str, dict | None] = {}  # event id -> as the last acknowledged write left it
 
     def run(self, coroutine):
@@ -184,11 +161,7 @@ class FeedMachine(RuleBasedStateMachine):
                     pass
             assert {e.id: e.to_dict() for e in full.events} == stored
             for follower in self.followers:
-                while True:
-                    page = self.run(self.storages[1].read_feed(self.department.id, follower.cursor, 3))
-                    follower.apply(page)
-                    if not page.more:
-                        break
+                self.run(follower.follow(self.storages[1], self.department.id))
                 assert follower.events == stored
             for event_id, last in self.acknowledged.items():
                 if last is None:
