@@ -110,12 +110,12 @@ async def test_every_client_of_every_process_gets_every_change_through_redis_fau
     config = broker_config(tmp_path, redis_server.url, backend, request)
     servers = [ServerProcess(config) for _ in range(3)]
     clients: list[SyncClient] = []
+    copies: list[Copy] = []
     http = tornado.httpclient.AsyncHTTPClient(force_instance=True)
     try:
         assert http_json(servers[0].url + "/ready")[1]["broker"] == "up"
         status, body = http_json(servers[0].url + "/api/departments", "POST", {"name": "공유팀"})
         department = body["department"]["id"]
-        copies = []
         for i in range(6):
             client = await SyncClient.connect(servers[i % 3].ws_url)
             clients.append(client)
@@ -123,9 +123,10 @@ async def test_every_client_of_every_process_gets_every_change_through_redis_fau
             await copies[-1].join()
         rng = random.Random(7)
         ids: list[str] = []
+        alive = [0, 1, 2]
 
         async def write(n: int) -> None:
-            base = servers[rng.randrange(3)].url
+            base = servers[rng.choice(alive)].url
             if ids and rng.random() < 0.35:
                 event_id = rng.choice(ids)
                 method, path, body = rng.choice([("PUT", f"/api/events/{event_id}", {"title": f"고침 {n}"}),
@@ -155,6 +156,17 @@ async def test_every_client_of_every_process_gets_every_change_through_redis_fau
         redis_server.resume()
         await converge(copies, servers[0].url, department)
 
+        burst = [asyncio.ensure_future(write(250 + n)) for n in range(10)]
+        await asyncio.sleep(0.05)
+        servers[2].process.kill()  # a process dies mid-burst: its clients are gone, nobody else misses a thing
+        alive.remove(2)
+        await asyncio.gather(*burst, return_exceptions=True)
+        for i, copy in enumerate(copies):
+            if (i % 3 == 2 or copy is late) and copy.task is not None:
+                copy.task.cancel()  # its connection died with its process
+        copies = [copy for i, copy in enumerate(copies) if i % 3 != 2 and copy is not late]
+        await converge(copies, servers[0].url, department)
+
         redis_server.stop()  # Redis restarts empty
         for n in range(15):
             await write(300 + n)
@@ -168,16 +180,20 @@ async def test_every_client_of_every_process_gets_every_change_through_redis_fau
             assert copy.seqs == sorted(set(copy.seqs))
         assert len(store) > 10
         deadline = asyncio.get_running_loop().time() + 10
-        while any(http_json(server.url + "/ready")[1]["broker"] != "up" for server in servers):
-            assert asyncio.get_running_loop().time() < deadline, "a process never reconnected to Redis"
+        while any(http_json(servers[i].url + "/ready")[1]["broker"] != "up" for i in alive):
+            assert asyncio.get_running_loop().time() < deadline, [servers[i].output[-2000:] for i in alive]
             await asyncio.sleep(0.2)
-        metrics = [urllib.request.urlopen(server.url + "/metrics", timeout=10).read().decode() for server in servers]
+        servers_alive = [servers[i] for i in alive]
+        metrics = [urllib.request.urlopen(server.url + "/metrics", timeout=10).read().decode() for server in servers_alive]
         assert all("calsync_broker_up 1.0" in text for text in metrics)
         fills = sum(float(line.split()[-1]) for text in metrics for line in text.splitlines()
                     if line.startswith("calsync_broker_fills_total"))
         assert fills > 0  # what Redis lost while it was away came from the feed
     finally:
         http.close()
+        for copy in copies:
+            if copy.task is not None:
+                copy.task.cancel()
         for client in clients:
             client.close()
         for server in servers:

@@ -132,6 +132,15 @@ class RedisBroker(Hub):
             await self._redis.publish(channel, json.dumps(message, ensure_ascii=False))
         except (redis.exceptions.RedisError, OSError) as exc:
             self._went_down(exc)
+        else:
+            self._went_up()
+
+    def _went_up(self) -> None:
+        """Any call that worked says Redis answers (a pooled connection the restart broke
+        fails once, then the pool makes a new one)."""
+        if not self._up:
+            log.info("Redis at %s answers again", self.url)
+            self._up = True
 
     def _went_down(self, exc: BaseException) -> None:
         if self._up:
@@ -241,16 +250,22 @@ class RedisBroker(Hub):
         """Every room in use, against the feed: what no hint brought is delivered anyway."""
         while True:
             await asyncio.sleep(self.sweep_seconds)
-            for room, cursor in list(self._cursors.items()):
-                if cursor.seq is None or cursor.filling:
-                    continue
-                try:
-                    state = await self.storage.feed_state(room)
-                except CalsyncError:
-                    continue
-                if state.seq > cursor.seq or (cursor.epoch and state.epoch != cursor.epoch):
-                    cursor.filling = True
-                    await self.fill(room)
+            try:
+                await self._sweep_once()
+            except Exception:
+                log.exception("checking rooms against the feed failed; trying again")
+
+    async def _sweep_once(self) -> None:
+        for room, cursor in list(self._cursors.items()):
+            if cursor.seq is None or cursor.filling:
+                continue
+            try:
+                state = await self.storage.feed_state(room)
+            except CalsyncError:
+                continue
+            if state.seq > cursor.seq or (cursor.epoch and state.epoch != cursor.epoch):
+                cursor.filling = True
+                await self.fill(room)
 
     # -- hearing other processes ----------------------------------------------------------
     async def _listen(self) -> None:
@@ -259,16 +274,14 @@ class RedisBroker(Hub):
                 assert self._redis is not None
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
                 await pubsub.psubscribe(f"{self.prefix}:room:*", f"{self.prefix}:departments")
-                if not self._up:
-                    log.info("Redis at %s answers again", self.url)
-                self._up = True
+                self._went_up()
                 for room in list(self._cursors):  # whatever was missed meanwhile
                     self._fill_soon(room)
                 async for message in pubsub.listen():
                     self._heard(message)
             except asyncio.CancelledError:
                 raise
-            except (redis.exceptions.RedisError, OSError) as exc:
+            except Exception as exc:  # whatever the connection did: try again, never give up
                 self._went_down(exc)
                 await asyncio.sleep(RECONNECT_SECONDS)
 
@@ -311,8 +324,10 @@ class RedisBroker(Hub):
                         pipe.hset(key, mapping=counts)
                         pipe.expire(key, int(self.presence_ttl))
                     await pipe.execute()
-            except (redis.exceptions.RedisError, OSError) as exc:
+            except Exception as exc:
                 self._went_down(exc)
+            else:
+                self._went_up()
             await asyncio.sleep(0.5)
 
     async def presence(self, department_id: str) -> dict[str, Any]:
