@@ -294,3 +294,32 @@ async def test_a_push_crosses_processes_through_redis_at_once(tmp_path, redis_se
             client.close()
         for server in servers:
             server.kill()
+
+
+async def test_department_changes_missed_while_redis_was_away_arrive_when_it_is_back(tmp_path, redis_server, request):
+    config = broker_config(tmp_path, redis_server.url, "sqlite", request)
+    servers = [ServerProcess(config) for _ in range(2)]
+    client = None
+    try:
+        status, body = http_json(servers[0].url + "/api/departments", "POST", {"name": "남는 부서"})
+        kept = body["department"]["id"]
+        status, body = http_json(servers[0].url + "/api/departments", "POST", {"name": "지울 부서"})
+        gone = body["department"]["id"]
+        client = await SyncClient.connect(servers[1].ws_url)
+        await asyncio.sleep(0.5)
+        redis_server.stop()
+        http_json(servers[0].url + "/api/departments", "POST", {"name": "새 부서"})
+        http_json(servers[0].url + f"/api/departments/{kept}", "PUT", {"description": "바뀜"})
+        http_json(servers[0].url + f"/api/departments/{gone}", "DELETE")
+        redis_server.start()
+        wanted = {("department_created", "새 부서"), ("department_updated", "바뀜"), ("department_deleted", gone)}
+        while wanted:  # earlier creates may still be queued before them: they crossed over Redis
+            frame = await client.receive(timeout=15)
+            data = frame["data"]
+            wanted.discard((frame["event"], data.get("name") if frame["event"] == "department_created"
+                            else data.get("description") if frame["event"] == "department_updated" else data["id"]))
+    finally:
+        if client is not None:
+            client.close()
+        for server in servers:
+            server.kill()

@@ -97,6 +97,7 @@ async def run(processes: int, clients: int, pushes: int, writers: int, creates: 
             http = tornado.httpclient.AsyncHTTPClient(force_instance=True)
             room = (await post(http, server.url + "/api/departments", {"name": "벤치"}))["department"]["id"]
             http.close()
+            await asyncio.sleep(1)  # its department_created push has reached every process's clients
             latencies = await push_latency(server.url, room, clients, pushes)
             rate, cpu, redis_cpu = await throughput(server.url, room, clients, writers, creates, pids,
                                                     redis.process.pid if processes > 1 and redis.process else 0)
@@ -118,7 +119,7 @@ def redis_capacity(redis: RedisProcess, subscribers: int) -> None:
                           "PUBLISH", "bench:room:r1", message], capture_output=True, text=True, timeout=300).stdout
     for listener in listeners:
         listener.kill()
-    rate = out.strip().splitlines()[-1] if out.strip() else "?"
+    rate = out.strip().rsplit(": ", 1)[-1] if out.strip() else "?"
     print(f"redis-server: PUBLISH of a {len(message)}-byte push to {subscribers} pattern subscribers: {rate}")
 
 

@@ -78,11 +78,18 @@ class RedisBroker(Hub):
         self._redis: aioredis.Redis | None = None
         self._up = False
         self._cursors: dict[str, RoomCursor] = {}
+        #: Departments as this process last told its clients: department changes have no
+        #: feed, so what Redis lost while it was away is found by comparing with storage.
+        self._departments: dict[str, tuple[str, str, str]] = {}
         self._tasks: list[asyncio.Task] = []
         self._presence_dirty = asyncio.Event()
 
     # -- life cycle -----------------------------------------------------------------------
     async def start(self) -> None:
+        try:
+            self._departments = {d.id: _shown(d.to_dict()) for d in await self.storage.list_departments()}
+        except CalsyncError:
+            pass  # storage answered at open; if not now, the first catch-up learns them
         self._redis = aioredis.from_url(self.url, socket_connect_timeout=2, socket_timeout=5,
                                         health_check_interval=10)
         try:
@@ -116,6 +123,7 @@ class RedisBroker(Hub):
         push = Push(encode_frame(event, data), change.seq)
         if room is None:
             deleted = change.kind == Kind.DEPARTMENT_DELETED
+            self._note_department(change.record.id, None if deleted else change.record.to_dict())
             self.deliver_department(change.record.id, push, deleted)
             message = {"origin": self.origin, "department": change.record.id, "text": push.text, "deleted": deleted}
             channel = f"{self.prefix}:departments"
@@ -277,6 +285,7 @@ class RedisBroker(Hub):
                 self._went_up()
                 for room in list(self._cursors):  # whatever was missed meanwhile
                     self._fill_soon(room)
+                await self._catch_up_departments()
                 async for message in pubsub.listen():
                     self._heard(message)
             except asyncio.CancelledError:
@@ -298,7 +307,36 @@ class RedisBroker(Hub):
         if "room" in body and isinstance(body.get("seq"), int):
             self.offer(str(body["room"]), Push(text, body["seq"]))
         elif "department" in body:
-            self.deliver_department(str(body["department"]), Push(text), bool(body.get("deleted")))
+            department_id, deleted = str(body["department"]), bool(body.get("deleted"))
+            try:
+                record = None if deleted else json.loads(text)["data"]
+            except (ValueError, KeyError, TypeError):
+                return
+            self._note_department(department_id, record)
+            self.deliver_department(department_id, Push(text), deleted)
+
+    def _note_department(self, department_id: str, record: dict[str, Any] | None) -> None:
+        if record is None:
+            self._departments.pop(department_id, None)
+        else:
+            self._departments[department_id] = _shown(record)
+
+    async def _catch_up_departments(self) -> None:
+        """After Redis was away: push the department changes no message brought."""
+        try:
+            now = {d.id: d for d in await self.storage.list_departments()}
+        except CalsyncError:
+            return
+        for department_id in list(self._departments.keys() - now.keys()):
+            self._note_department(department_id, None)
+            self.deliver_department(department_id, Push(encode_frame("department_deleted", {"id": department_id})),
+                                    True)
+        for department_id, department in now.items():
+            shown = self._departments.get(department_id)
+            if shown != _shown(department.to_dict()):
+                name = "department_created" if shown is None else "department_updated"
+                self._note_department(department_id, department.to_dict())
+                self.deliver_department(department_id, Push(encode_frame(name, department.to_dict())), False)
 
     # -- presence -------------------------------------------------------------------------
     def _presence_key(self, origin: str) -> str:
@@ -347,3 +385,7 @@ class RedisBroker(Hub):
             self._went_down(exc)
         return presence_answer(department_id, [local, *others])
 
+
+def _shown(record: dict[str, Any]) -> tuple[str, str, str]:
+    """What clients see of a department (its feed position moves with every event)."""
+    return record.get("name", ""), record.get("description", ""), record.get("updated_at", "")
