@@ -156,3 +156,44 @@ class TestWithAuth:
         assert (await feed(http_server_client, other, query=f"?token={reader}")).code == 403
         # REST elsewhere still takes the header only
         assert (await api(http_server_client, "GET", f"/api/events/{own}?token={reader}"))[0] == 401
+
+
+async def test_events_from_year_1_to_year_9999_are_served(http_server_client):
+    """Contract 13: no stored record makes the feed answer 500."""
+    client = http_server_client
+    _, body = await api(client, "POST", "/api/departments", {"name": "끝과 끝"})
+    department = body["department"]["id"]
+    for day, when in [("0001-01-01", ""), ("0001-01-01", "오전 9시"), ("9999-12-31", ""), ("9999-12-31", "오후 11시"),
+                      ("9999-12-31", "오후 11시 ~ 11시 30분")]:
+        status, body = await api(client, "POST", f"/api/events/{department}", {"event_date": day, "title": "끝",
+                                                                              "time": when})
+        assert status == 201, body
+    response = await feed(client, department)
+    assert response.code == 200
+    starts = sorted(str(v.decoded("DTSTART"))[:10] for v in parse(response.body).walk("VEVENT"))
+    assert starts == ["0001-01-01"] * 2 + ["9999-12-31"] * 3
+
+
+async def test_calendar_name_and_description_are_escaped(http_server_client):
+    client = http_server_client
+    _, body = await api(client, "POST", "/api/departments", {"name": "영업, 지원; 팀\\A", "description": "쉼표, 세미콜론;"})
+    response = await feed(client, body["department"]["id"])
+    lines = response.body.decode().splitlines()
+    assert "X-WR-CALNAME:영업\\, 지원\\; 팀\\\\A" in lines
+    assert "X-WR-CALDESC:쉼표\\, 세미콜론\\;" in lines
+
+
+@pytest.mark.parametrize("text", ["널\x00문자", "이스케이프\x1b[31m", "캐리지\r리턴", "벨\x07"])
+async def test_text_fields_refuse_control_characters(http_server_client, text):
+    client = http_server_client
+    _, body = await api(client, "POST", "/api/departments", {"name": "제어 문자"})
+    department = body["department"]["id"]
+    status, answer = await api(client, "POST", f"/api/events/{department}", {"event_date": "2026-12-02", "title": text})
+    assert (status, answer["code"]) == (400, "validation_error") and "title" in answer["errors"]
+    status, answer = await api(client, "POST", "/api/departments", {"name": text})
+    assert status == 400
+    status, created = await api(client, "POST", f"/api/events/{department}",
+                                {"event_date": "2026-12-02", "title": "탭\t과", "description": "줄\n바꿈"})
+    assert status == 201  # tab and newline are text
+    status, answer = await api(client, "PUT", f"/api/events/{created['event']['id']}", {"description": text})
+    assert status == 400

@@ -7,6 +7,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.client import api
+from tests.rawhttp import KeepAliveConnection
 
 
 @pytest.fixture
@@ -71,3 +72,17 @@ async def test_metrics_follow_requests_connections_and_pushes(http_server_client
         await asyncio.sleep(0.05)
     final = await scrape(client)
     assert value(final, "calsync_websocket_connections") == 0 and value(final, "calsync_rooms") == 0
+
+
+async def test_methods_no_one_knows_share_one_label(http_server_client, base_url):
+    """Contract 13: whatever method a client makes up, the series stay bounded."""
+    for method in ("FOO1", "FOO2", "BREW", "GET"):
+        connection = await KeepAliveConnection.open(base_url)
+        try:
+            status, _, _ = await connection.request(method, "/health")
+            assert status in (200, 405)
+        finally:
+            connection.close()
+    samples = await scrape(http_server_client)
+    methods = {dict(labels).get("method") for (name, labels) in samples if name == "calsync_http_requests_total"}
+    assert "other" in methods and not methods & {"FOO1", "FOO2", "BREW"}

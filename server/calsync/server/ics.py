@@ -34,17 +34,29 @@ def calendar_of(department: Department, events: Iterable[Event], zone: str, defa
     calendar.add("prodid", PRODUCT)
     calendar.add("version", "2.0")
     calendar.add("calscale", "GREGORIAN")
-    calendar.add("x-wr-calname", department.name)
+    # X- properties are not known to be text, so they are escaped as text explicitly.
+    calendar.add("x-wr-calname", icalendar.vText(department.name))
     calendar.add("x-wr-timezone", zone)
     if department.description:
-        calendar.add("x-wr-caldesc", department.description)
+        calendar.add("x-wr-caldesc", icalendar.vText(department.description))
     days: list[date] = []
     for event in events:
         calendar.add_component(_vevent(event, tz, default_minutes))
         days.append(date.fromisoformat(event.event_date))
     if days:
-        calendar.add_missing_timezones(first_date=min(days) - timedelta(days=366), last_date=max(days) + timedelta(days=366))
+        calendar.add_missing_timezones(first_date=_days_from(min(days), -366), last_date=_days_from(max(days), 366))
     return calendar.to_ical()
+
+
+#: The VTIMEZONE describes the zone over these years at most: icalendar steps past either end
+#: of what a date can hold when an event sits in year 1 or year 9999.
+ZONE_YEARS = (date(2, 1, 1), date(9998, 12, 31))
+
+
+def _days_from(day: date, days: int) -> date:
+    """`day` moved by `days`, kept within `ZONE_YEARS`."""
+    first, last = (edge.toordinal() for edge in ZONE_YEARS)
+    return date.fromordinal(min(max(day.toordinal() + days, first), last))
 
 
 def _vevent(event: Event, tz: zoneinfo.ZoneInfo, default_minutes: int) -> "icalendar.Event":
@@ -61,12 +73,14 @@ def _vevent(event: Event, tz: zoneinfo.ZoneInfo, default_minutes: int) -> "icale
     clock = read_clock_time(event.time)
     if clock is None:
         vevent.add("dtstart", day)
-        vevent.add("dtend", day + timedelta(days=1))
+        _add_end(vevent, day, timedelta(days=1))
     else:
         start = datetime.combine(day, clock.start, tz)
-        end = datetime.combine(day, clock.end, tz) if clock.end else start + timedelta(minutes=default_minutes)
         vevent.add("dtstart", start)
-        vevent.add("dtend", end)
+        if clock.end:
+            vevent.add("dtend", datetime.combine(day, clock.end, tz))
+        else:
+            _add_end(vevent, start, timedelta(minutes=default_minutes))
     if event.time and clock is None:
         vevent.add("comment", event.time)  # kept as written, for people
     vevent.add("dtstamp", _instant(event.last_modified))
@@ -74,3 +88,11 @@ def _vevent(event: Event, tz: zoneinfo.ZoneInfo, default_minutes: int) -> "icale
     vevent.add("last-modified", _instant(event.last_modified))
     vevent.add("sequence", max(event.version - 1, 0))
     return vevent
+
+
+def _add_end(vevent: "icalendar.Event", start: date, length: timedelta) -> None:
+    """DTEND, as calendar apps expect; DURATION where the end would be past 9999-12-31."""
+    try:
+        vevent.add("dtend", start + length)
+    except OverflowError:
+        vevent.add("duration", length)

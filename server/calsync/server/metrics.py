@@ -23,6 +23,10 @@ REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 FANOUT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
+#: Methods counted by name; any other a client sends (`curl -X FOO1`) is `other` (contract 13).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+
+
 class Metrics:
     def __init__(self, broker: Broker, routes: dict[type, str]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -56,7 +60,7 @@ class Metrics:
 
     def request_done(self, handler: tornado.web.RequestHandler) -> None:
         route = self._routes.get(type(handler), "unmatched")
-        method = handler.request.method or "-"
+        method = handler.request.method if handler.request.method in METHODS else "other"  # bounded labels
         self.requests.labels(route, method, str(handler.get_status())).inc()
         self.latency.labels(route, method).observe(handler.request.request_time())
 

@@ -21,6 +21,11 @@ NOT_TEXT = "문자열이어야 합니다."
 DATE_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
+#: C0 control characters but tab and newline (contract 13): they break .ics lines and logs.
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f]")
+NO_CONTROL = "제어 문자는 쓸 수 없습니다 (탭과 줄바꿈만 됩니다)."
+
+
 def too_long(limit: int) -> str:
     return f"{limit}자 이하여야 합니다."
 
@@ -45,6 +50,8 @@ class Text(fields.String):
             raise ValidationError(BLANK)
         if len(text) > self.max_length:
             raise ValidationError(too_long(self.max_length))
+        if CONTROL.search(text):
+            raise ValidationError(NO_CONTROL)
         return text
 
 
