@@ -140,6 +140,8 @@ def forged_tokens() -> dict[str, str]:
         "no exp": jwt.encode({k: v for k, v in claims.items() if k != "exp"}, SECRET, algorithm="HS256"),
         "unknown role": jwt.encode({**claims, "role": "root"}, SECRET, algorithm="HS256"),
         "departments not a list": jwt.encode({**claims, "role": "read", "departments": 5}, SECRET, algorithm="HS256"),
+        "exp a string": jwt.encode({**claims, "exp": str(now + 3600)}, SECRET, algorithm="HS256"),
+        "exp true": jwt.encode({**claims, "exp": True}, SECRET, algorithm="HS256"),
         "garbage": "not.a.token",
         "empty": "",
     }
@@ -281,3 +283,13 @@ async def test_role_by_department_by_action_over_the_websocket(http_server_clien
         assert (await client.request("ping", {}, "still"))["event"] == "pong"  # refusals keep the connection
     finally:
         client.close()
+
+
+async def test_a_subject_with_control_characters_cannot_forge_log_lines(http_server_client, tokens, caplog):
+    token = tokens.issue("admin", subject="mallory\n2026-12-02 00:00:00 INFO calsync.access: GET / 200\x1b[2J")
+    with caplog.at_level("INFO", logger="calsync.access"):
+        status, _ = await api(http_server_client, "GET", "/api/departments", headers=bearer(token))
+    assert status == 200
+    lines = [record.getMessage() for record in caplog.records if record.name == "calsync.access"]
+    assert lines and all("\n" not in line and "\x1b" not in line for line in lines)
+    assert any("mallory\\x0a2026-12-02" in line for line in lines)

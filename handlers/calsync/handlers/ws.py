@@ -35,6 +35,7 @@ from calsync.server.access import OPEN, Grant, bearer
 from calsync.server.answers import Answer
 from calsync.server.config import LimitsConfig
 from calsync.server.hub import Push, encode_frame
+from calsync.server.logs import printable
 from calsync.server.ratelimit import TokenBucket
 from calsync.storage.errors import CalsyncError, Forbidden, Unauthorized, ValidationFailed
 
@@ -238,7 +239,7 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         else:
             self._authenticated(self.grant)
         self.broker.add(self)
-        subject = getattr(self.grant, "sub", "") or "-"
+        subject = printable(getattr(self.grant, "sub", "") or "-")
         log.info("ws open %s %s sub=%s", self.client_id, self.request.remote_ip, subject,
                  extra={"fields": {"ws": "open", "id": self.client_id, "client": self.request.remote_ip, "sub": subject}})
         self.reply("connected", {"message": "서버에 연결되었습니다.", "client_id": self.client_id})

@@ -96,6 +96,9 @@ class Tokens:
         sub, role, departments = claims.get("sub"), claims.get("role"), claims.get("departments", [])
         if not isinstance(sub, str) or role not in ROLES:
             raise Unauthorized()
+        exp = claims["exp"]
+        if isinstance(exp, bool) or not isinstance(exp, (int, float)):
+            raise Unauthorized()  # a NumericDate (RFC 7519); PyJWT would take "1735689600" too
         if departments == "*":
             allowed = None
         elif isinstance(departments, list) and all(isinstance(d, str) for d in departments):

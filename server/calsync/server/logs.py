@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import datetime, timezone
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped (`\\x0a`): a value a client chose (a token's
+    `sub`) can never start a line of its own in a log."""
+    return CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 class JsonFormatter(logging.Formatter):

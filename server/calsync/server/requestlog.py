@@ -9,6 +9,8 @@ import logging
 
 import tornado.web
 
+from calsync.server.logs import printable
+
 log = logging.getLogger("calsync.access")
 
 
@@ -16,7 +18,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     request = handler.request
     status = handler.get_status()
     grant = getattr(handler, "grant", None)
-    subject = getattr(grant, "sub", "") or "-"
+    subject = printable(getattr(grant, "sub", "") or "-")
     level = logging.INFO if status < 500 else logging.ERROR
     ms = round(1000.0 * request.request_time(), 1)
     fields = {"method": request.method, "path": request.path, "status": status, "ms": ms,
