@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.client import DEPARTMENT_FIELDS, EVENT_FIELDS, MEETING, api, make_department, make_event
+from tests.client import DEPARTMENT_FIELDS, EVENT_FIELDS, MEETING, api, api_full, make_department, make_event
 
 pytestmark = pytest.mark.usefixtures("http_server")
 
@@ -221,6 +221,28 @@ async def test_unknown_path_and_method(http_server_client):
                          ("DELETE", "/api/departments"), ("PATCH", "/api/events/x")):
         status, body = await api(http_server_client, method, path, {})
         assert (status, body["code"], body["success"]) == (405, "method_not_allowed", False), (method, path)
+
+
+@pytest.mark.parametrize("method, path, allow", [
+    ("DELETE", "/api/departments", "GET, POST, HEAD, OPTIONS"),
+    ("POST", "/health", "GET, HEAD, OPTIONS"),
+    ("PATCH", "/api/events/x", "GET, POST, PUT, DELETE, HEAD, OPTIONS"),
+    ("PUT", "/api/departments/x/events.ics", "GET, HEAD, OPTIONS"),
+])
+async def test_every_405_says_what_is_allowed(http_server_client, method, path, allow):
+    status, _, headers = await api_full(http_server_client, method, path, {})
+    assert status == 405 and headers["Allow"] == allow
+
+
+async def test_head_works_wherever_get_does(http_server_client):
+    department = await make_department(http_server_client)
+    for path in ("/", "/health", "/ready", "/api/departments", f"/api/departments/{department['id']}",
+                 f"/api/events/{department['id']}", f"/api/departments/{department['id']}/events.ics", "/metrics",
+                 "/api/openapi.json"):
+        get = await http_server_client.fetch(path, raise_error=False)
+        head = await http_server_client.fetch(path, method="HEAD", raise_error=False)
+        assert (head.code, head.body) == (get.code, b""), path
+        assert head.headers.get("Content-Type") == get.headers.get("Content-Type"), path
 
 
 async def test_korean_is_not_escaped(http_server_client):

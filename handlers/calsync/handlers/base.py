@@ -253,10 +253,23 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
             self.set_header("Idempotent-Replayed", "true")
         self.reply(201, **{name: change.record.to_dict()})
 
+    def head(self, *args: str) -> Any:
+        """HEAD wherever GET works (uptime monitors use it): the GET answer's status and
+        headers, and Tornado sends no body for a HEAD."""
+        return self.get(*args)
+
+    def allowed_methods(self) -> list[str]:
+        """What this route answers, for the `Allow` header of a 405."""
+        methods = [m for m in ("GET", "POST", "PUT", "DELETE", "PATCH")
+                   if getattr(type(self), m.lower()) is not getattr(tornado.web.RequestHandler, m.lower())]
+        return methods + (["HEAD"] if "GET" in methods else []) + ["OPTIONS"]
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if not isinstance(exc, CalsyncError):  # Tornado's HTTPError, or a bug (500)
             exc = error_for_status(status_code)
+        if status_of(exc) == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         answer_error(self, exc)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:

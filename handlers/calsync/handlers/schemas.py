@@ -146,6 +146,8 @@ class ServerStatusReply(Reply):
     message = fields.String()
     version = fields.String()
     storage = fields.String()
+    broker = fields.String(metadata={"enum": ["local", "up", "down"],
+                                     "description": "/ready: 공유 브로커(Redis)가 응답하는지 (contract 12.3)"})
 
 
 events_query_schema = EventsQuerySchema()

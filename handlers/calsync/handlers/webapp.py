@@ -40,8 +40,6 @@ class AppRedirect(ApiHandler):
         self.clear_header("Content-Type")  # an empty redirect, not a JSON answer
         self.redirect("/app/")
 
-    head = get
-
 
 routes: list[tuple[str, Any] | tuple[str, Any, dict[str, Any]]] = [
     (r"/app", AppRedirect),
