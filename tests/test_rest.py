@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from calsync.server.config import ServerConfig
 from tests.client import DEPARTMENT_FIELDS, EVENT_FIELDS, MEETING, api, api_full, make_department, make_event
 
 pytestmark = pytest.mark.usefixtures("http_server")
@@ -280,3 +281,39 @@ async def test_preflight_allows_the_sync_headers_for_allowed_origins_and_refuses
                                               body=json.dumps(MEETING), headers={"Origin": "https://calendar.example"})
     exposed = {h.strip() for h in response.headers["Access-Control-Expose-Headers"].split(",")}
     assert exposed >= {"ETag", "Idempotent-Replayed"}
+
+
+async def test_pages_of_other_sites_cannot_write(http_server_client, base_url):
+    """Contract 13: a write whose Origin is neither listed nor our own is refused; reads and
+    clients that send no Origin (curl, desktop apps) are unaffected."""
+    own = base_url.rstrip("/")
+    evil = {"Origin": "https://evil.example"}
+    status, body = await api(http_server_client, "POST", "/api/departments", {"name": "악성"}, headers=evil)
+    assert (status, body["code"]) == (403, "forbidden")
+    assert (await api(http_server_client, "GET", "/api/departments", headers=evil))[0] == 200
+    status, body = await api(http_server_client, "POST", "/api/departments", {"name": "우리"}, headers={"Origin": own})
+    assert status == 201
+    department = body["department"]["id"]
+    for method, path, payload in (("PUT", f"/api/departments/{department}", {"name": "바꿈"}),
+                                  ("DELETE", f"/api/departments/{department}", None)):
+        status, body = await api(http_server_client, method, path, payload, headers=evil)
+        assert (status, body["code"]) == (403, "forbidden"), method
+    assert (await api(http_server_client, "POST", "/api/departments", {"name": "curl"}))[0] == 201
+
+
+async def test_other_host_names_are_refused_on_a_loopback_server(http_server_client, base_url):
+    """Contract 13: DNS rebinding. The test server listens on 127.0.0.1 (default allowed_hosts)."""
+    port = base_url.rstrip("/").rsplit(":", 1)[1]
+    for host, expected in ((f"attacker.example:{port}", 400), ("attacker.example", 400), (f"localhost:{port}", 200),
+                           (f"127.0.0.1:{port}", 200), (f"[::1]:{port}", 200), (f"LOCALHOST:{port}", 200)):
+        status, body = await api(http_server_client, "GET", "/api/departments", headers={"Host": host})
+        assert status == expected, host
+        if expected == 400:
+            assert body["code"] == "validation_error"
+
+
+def test_allowed_hosts_default_follows_the_listen_address():
+    assert ServerConfig(host="127.0.0.1").hosts() == {"localhost", "127.0.0.1", "[::1]"}
+    assert ServerConfig(host="0.0.0.0").hosts() is None
+    assert ServerConfig(host="127.0.0.1", allowed_hosts=("*",)).hosts() is None
+    assert ServerConfig(host="0.0.0.0", allowed_hosts=("Cal.Example",)).hosts() == {"cal.example"}

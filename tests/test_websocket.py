@@ -199,3 +199,12 @@ async def test_origin_policy(ws_url, connect, app, http_server_client):
     await connect(headers={"Origin": "https://calendar.example"})
     app.settings["context"].allowed_origins = ("*",)
     await connect(headers={"Origin": "https://anywhere.example"})
+
+
+async def test_a_handshake_for_another_host_name_is_refused(ws_url):
+    """Contract 13: the WebSocket's "own origin" comes from Host, so Host is checked first."""
+    port = ws_url.rsplit(":", 1)[1].split("/")[0]
+    with pytest.raises(tornado.httpclient.HTTPClientError) as refused:
+        await SyncClient.connect(ws_url, headers={"Host": f"rebound.example:{port}",
+                                                  "Origin": f"http://rebound.example:{port}"})
+    assert refused.value.code == 400

@@ -56,6 +56,7 @@ def make_app(
         limits=limits or LimitsConfig(),
         idempotency_seconds=sync.idempotency_seconds,
         allowed_origins=server.allowed_origins,
+        allowed_hosts=server.hosts(),
         max_body_bytes=server.max_body_bytes,
         timezone=server.timezone,
         ics_default_minutes=(ics or IcsConfig()).default_minutes,

@@ -98,6 +98,24 @@ def to_json(document: Any) -> str:
     return json.dumps(document, ensure_ascii=False)
 
 
+WRITES = ("POST", "PUT", "DELETE", "PATCH")
+
+
+def host_allowed(host: str, allowed: frozenset[str] | None) -> bool:
+    """`Host` without its port is one the server answers to (contract 13: DNS rebinding)."""
+    if allowed is None:
+        return True
+    name = host.lower()
+    name = name[: name.index("]") + 1] if name.startswith("[") and "]" in name else name.rsplit(":", 1)[0]
+    return name in allowed
+
+
+def host_problem(handler: tornado.web.RequestHandler, allowed: frozenset[str] | None) -> CalsyncError | None:
+    if host_allowed(handler.request.host, allowed):
+        return None
+    return ValidationFailed("이 서버가 응답하지 않는 Host입니다. (server.allowed_hosts)")
+
+
 def origin_allowed(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
     """Browsers may talk to us from our own origin or from one the operator listed."""
     if "*" in allowed or origin in allowed:
@@ -164,6 +182,15 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
         connection = self.request.connection
         if isinstance(connection, tornado.http1connection.HTTP1Connection):
             connection.set_max_body_size(limit)  # a chunked body over the limit is cut off
+        problem = host_problem(self, self.context.allowed_hosts)
+        if problem is not None:
+            self.answer_after_body(problem)
+            return
+        origin = self.request.headers.get("Origin")
+        if (origin and self.request.method in WRITES
+                and not origin_allowed(origin, self.request.host, self.context.allowed_origins)):
+            self.answer_after_body(Forbidden())  # a page of another site may not write here
+            return
         if self.tokens is not None and not self.open_access and self.request.method != "OPTIONS":
             token = bearer(self.request.headers.get("Authorization"))
             if token is None and self.token_in_query:

@@ -19,7 +19,14 @@ import tornado.httputil
 import tornado.ioloop
 import tornado.websocket
 
-from calsync.handlers.base import ServerParts, answer_error, error_for_status, origin_allowed, query_token
+from calsync.handlers.base import (
+    ServerParts,
+    answer_error,
+    error_for_status,
+    host_problem,
+    origin_allowed,
+    query_token,
+)
 from calsync.handlers.errors import (
     InvalidJson,
     InvalidMessage,
@@ -125,7 +132,7 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         """A full server and a token on the URL or in `Authorization` are checked before the
         upgrade: 503 `server_busy`, or 401 for a bad token. Without a token, the client may
         still send `auth`."""
-        problem = handshake_problem(self.request)
+        problem = handshake_problem(self.request) or host_problem(self, self.context.allowed_hosts)
         if problem is not None:
             self._refuse(problem)
             return

@@ -7,6 +7,7 @@ prints it and exits with status 2.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import typing
@@ -39,6 +40,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = field(default=8000, metadata={"min": 0, "max": 65535})
     allowed_origins: tuple[str, ...] = ()
+    #: `Host` names the server answers to (DNS rebinding, contract 13); empty: when `host` is
+    #: a loopback address, `localhost`, `127.0.0.1` and `[::1]`, otherwise any. `*`: any.
+    allowed_hosts: tuple[str, ...] = ()
     max_body_bytes: int = field(default=1_048_576, metadata={"min": 1})
     max_message_bytes: int = field(default=65_536, metadata={"min": 1})
     #: Seconds between WebSocket pings, and how long an answer may take (0 turns either off).
@@ -50,6 +54,18 @@ class ServerConfig:
     log_format: str = "text"
     #: The zone clock times in event `time` fields are read in (the .ics feed).
     timezone: str = "Asia/Seoul"
+
+    def hosts(self) -> frozenset[str] | None:
+        """The `Host` names to answer, lowercase and without port; None: any."""
+        if "*" in self.allowed_hosts:
+            return None
+        if self.allowed_hosts:
+            return frozenset(name.lower() for name in self.allowed_hosts)
+        try:
+            loopback = ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            loopback = self.host == "localhost"
+        return frozenset({"localhost", "127.0.0.1", "[::1]"}) if loopback else None
 
     def __post_init__(self) -> None:
         if self.log_format not in LOG_FORMATS:

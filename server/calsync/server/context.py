@@ -32,6 +32,8 @@ class AppContext:
     in_flight: InFlight = field(default_factory=InFlight)
     idempotency_seconds: float = 24 * 3600.0
     allowed_origins: tuple[str, ...] = ()
+    #: `Host` names answered (lowercase, no port); None: any.
+    allowed_hosts: frozenset[str] | None = None
     max_body_bytes: int = 1_048_576
     #: The zone clock times are read in, and an event's length when its time gives none (.ics).
     timezone: str = "Asia/Seoul"
