@@ -14,6 +14,7 @@ import tornado.websocket
 
 from calsync.app import make_app
 from calsync.server.access import Tokens
+from calsync.server.config import LimitsConfig
 from tests.client import MEETING, SyncClient, api, api_full
 from tests.rawhttp import KeepAliveConnection
 
@@ -293,3 +294,29 @@ async def test_a_subject_with_control_characters_cannot_forge_log_lines(http_ser
     lines = [record.getMessage() for record in caplog.records if record.name == "calsync.access"]
     assert lines and all("\n" not in line and "\x1b" not in line for line in lines)
     assert any("mallory\\x0a2026-12-02" in line for line in lines)
+
+
+async def test_sockets_without_a_token_count_against_pending_auth_not_max_connections(http_server_client, ws_url,
+                                                                                    app, tokens):
+    """Contract 13: handshakes without a valid token take `limits.pending_auth` places (two
+    here); they cannot crowd out clients that bring a token."""
+    app.settings["context"].limits = LimitsConfig(pending_auth=2, max_connections=2)
+    waiting = [await tornado.websocket.websocket_connect(ws_url) for _ in range(2)]
+    try:
+        with pytest.raises(tornado.httpclient.HTTPClientError) as refused:
+            await tornado.websocket.websocket_connect(ws_url)
+        assert refused.value.code == 503
+        users = [await SyncClient.connect(ws_url + "?token=" + tokens.issue("read", subject=f"u{i}")) for i in range(2)]
+        with pytest.raises(tornado.httpclient.HTTPClientError) as full:
+            await SyncClient.connect(ws_url + "?token=" + tokens.issue("read", subject="u3"))
+        assert full.value.code == 503  # max_connections counts the two users only
+        await waiting[0].write_message(json.dumps({"event": "auth", "data": {"token": tokens.issue("read")}}))
+        while json.loads(await waiting[0].read_message())["event"] != "authenticated":
+            pass
+        third = await tornado.websocket.websocket_connect(ws_url)  # a pending place came free
+        third.close()
+        for user in users:
+            user.close()
+    finally:
+        for socket in waiting:
+            socket.close()

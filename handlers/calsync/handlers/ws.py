@@ -122,6 +122,7 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
     # Set on an instance only once they change: fewer attributes on each of many connections.
     _over_since: float | None = None
     _refused_at = 0.0
+    _pending = False  # counted in the context's pending_auth until it authenticates or closes
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         if self._closed_with is None:
@@ -140,19 +141,20 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         if origin and not self.check_origin(origin):
             self._refuse(Forbidden())
             return
-        if self.broker.members() >= self.limits.max_connections:
+        if self.tokens is not None:
+            self.grant = None
+            token = query_token(self) or bearer(self.request.headers.get("Authorization"))
+            if token is not None:
+                try:
+                    self.grant = self.tokens.verify(token)
+                except Unauthorized as exc:
+                    self._refuse(exc)
+                    return
+        if self.grant is None:  # it may still send `auth`: it counts against pending_auth
+            if self.context.pending_auth >= self.limits.pending_auth:
+                self._refuse(ServerBusy("인증을 기다리는 연결이 너무 많습니다. 토큰과 함께 다시 연결해 주세요."))
+        elif self.broker.members() - self.context.pending_auth >= self.limits.max_connections:
             self._refuse(ServerBusy())
-            return
-        if self.tokens is None:
-            return
-        self.grant = None
-        token = query_token(self) or bearer(self.request.headers.get("Authorization"))
-        if token is None:
-            return
-        try:
-            self.grant = self.tokens.verify(token)
-        except Unauthorized as exc:
-            self._refuse(exc)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Anything but a handshake (`POST /ws`): the same JSON errors as every route."""
@@ -230,6 +232,7 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
             self._auth_timer = loop.call_later(max(seconds, 0), self.close, UNAUTHENTICATED, reason)
 
     def _authenticated(self, grant: Grant) -> None:
+        self._settle_pending()
         self.grant = grant
         self._expect_token(grant.expires_at - time.time())
 
@@ -242,6 +245,8 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         limit_send_buffer(self.ws_connection, self.limits.send_buffer_bytes)
         self._forget_handshake()
         if self.grant is None:
+            self._pending = True
+            self.context.pending_auth += 1
             self._expect_token(self.context.auth_timeout)
         else:
             self._authenticated(self.grant)
@@ -260,7 +265,13 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         self.path_args, self.path_kwargs = [], {}
         self._headers.clear()  # the 101 answer's headers, sent already
 
+    def _settle_pending(self) -> None:
+        if self._pending:
+            self._pending = False
+            self.context.pending_auth -= 1
+
     def on_close(self) -> None:
+        self._settle_pending()
         client_id = getattr(self, "client_id", "-")
         code = self._closed_with or self.close_code  # ours when we closed it, else the client's
         log.info("ws close %s code=%s", client_id, code, extra={"fields": {"ws": "close", "id": client_id, "code": code}})

@@ -105,6 +105,9 @@ class LimitsConfig:
     rooms_per_connection: int = field(default=100, metadata={"min": 1})
     #: Unsent output a connection may have queued; past it the connection is closed with 1013.
     send_buffer_bytes: int = field(default=4 * 1024 * 1024, metadata={"min": 1024})
+    #: WebSockets open without a valid token yet (auth on); they count here, not against
+    #: `max_connections`, so sockets that never authenticate cannot crowd out users.
+    pending_auth: int = field(default=100, metadata={"min": 1})
 
 
 @dataclass(frozen=True)

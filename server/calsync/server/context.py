@@ -30,6 +30,8 @@ class AppContext:
     auth_timeout: float = 10.0
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     in_flight: InFlight = field(default_factory=InFlight)
+    #: WebSockets open that have not authenticated yet (limits.pending_auth).
+    pending_auth: int = 0
     idempotency_seconds: float = 24 * 3600.0
     allowed_origins: tuple[str, ...] = ()
     #: `Host` names answered (lowercase, no port); None: any.
