@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 
@@ -112,3 +113,68 @@ async def test_a_client_that_stops_reading_is_closed_and_the_room_keeps_receivin
     status, _ = await api(http_server_client, "POST", f"/api/events/{department['id']}", MEETING)
     assert (await reader.receive())["event"] == "event_created"
     slow.close()
+
+
+async def test_an_answer_the_client_asked_for_is_never_cut_by_the_send_buffer(http_server_client, ws_url, app):
+    """Contract 13: a department much bigger than `send_buffer_bytes` still syncs over the
+    WebSocket to a client that reads slowly, and the connection goes on afterwards."""
+    app.settings["context"].limits = LimitsConfig(send_buffer_bytes=64 * 1024)
+    department = await make_department(http_server_client)
+    for i in range(300):  # ~4.5 MB of answer: more than the kernel's buffers hold, and the send buffer
+        status, _ = await api(http_server_client, "POST", f"/api/events/{department['id']}",
+                              {**MEETING, "title": f"긴 일정 {i}", "description": "가" * 5000})
+        assert status == 201
+    port = int(ws_url.rsplit(":", 1)[1].split("/")[0])
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(("127.0.0.1", port))
+    client.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    request = f'{{"event": "sync_request", "data": {{"department_id": "{department["id"]}"}}, "id": 1}}'.encode()
+    client.sendall(bytes((0x81, 0x80 | 126)) + len(request).to_bytes(2, "big") + b"\0\0\0\0" + request)
+    await asyncio.sleep(1)  # not reading: the answer piles up in the server's buffers
+    loop = asyncio.get_running_loop()
+    client.setblocking(False)
+    received = b""
+    frames = []
+    deadline = loop.time() + 30
+    while not any(b'"sync_response"' in frame for frame in frames):
+        assert loop.time() < deadline, f"no whole answer: {len(received)} bytes"
+        try:
+            chunk = await loop.sock_recv(client, 65536)
+        except ConnectionError:
+            chunk = b""
+        assert chunk, "the server closed the connection"
+        received += chunk
+        frames, received = _frames(received, frames)
+    answer = json.loads(next(frame for frame in frames if b'"sync_response"' in frame))
+    assert answer["id"] == 1 and len(answer["data"]["events"]) == 300
+    ping = b'{"event": "ping", "data": {}, "id": 2}'
+    await loop.sock_sendall(client, bytes((0x81, 0x80 | len(ping))) + b"\0\0\0\0" + ping)
+    while not any(b'"pong"' in frame for frame in frames):
+        received += await loop.sock_recv(client, 65536)
+        frames, received = _frames(received, frames)
+    client.close()
+
+
+def _frames(data: bytes, frames: list[bytes]) -> tuple[list[bytes], bytes]:
+    """Whole server frames (unmasked) off the front of `data` (after the handshake's answer)."""
+    if data.startswith(b"HTTP/1.1"):
+        if b"\r\n\r\n" not in data:
+            return frames, data
+        data = data.split(b"\r\n\r\n", 1)[1]
+    while len(data) >= 2:
+        length, start = data[1] & 0x7F, 2
+        if length == 126:
+            if len(data) < 4:
+                break
+            length, start = int.from_bytes(data[2:4], "big"), 4
+        elif length == 127:
+            if len(data) < 10:
+                break
+            length, start = int.from_bytes(data[2:10], "big"), 10
+        if len(data) < start + length:
+            break
+        frames = [*frames, data[start:start + length]]
+        data = data[start + length:]
+    return frames, data

@@ -10,6 +10,7 @@ attributes asserted, TLS end to end). setup.cfg pins tornado below its next majo
 from __future__ import annotations
 
 import json
+from asyncio import Future
 from typing import Any
 
 import tornado.iostream
@@ -49,8 +50,12 @@ def limit_send_buffer(connection: tornado.websocket.WebSocketProtocol, limit: in
     _stream(connection).max_write_buffer_size = limit
 
 
-def write_frame(connection: tornado.websocket.WebSocketProtocol, wire: bytes) -> None:
+def write_frame(connection: tornado.websocket.WebSocketProtocol, wire: bytes, answer: bool = False) -> None:
     """Write one framed message, in order with everything written before it.
+
+    An `answer` (a reply the client asked for, such as a sync answer of many megabytes) never
+    counts against the send buffer's limit: the limit is raised by its size until it has been
+    sent (contract 13), so only pushes the client does not read can fill it.
 
     Plain TCP with nothing queued: the bytes go to the socket at once. Otherwise (TLS, or a
     slow reader with bytes still queued) IOStream buffers them in order. Raises
@@ -69,13 +74,27 @@ def write_frame(connection: tornado.websocket.WebSocketProtocol, wire: bytes) ->
         except OSError:
             raise tornado.websocket.WebSocketClosedError() from None
     if sent < len(wire):
+        rest = len(wire) - sent
+        if answer and stream.max_write_buffer_size is not None:
+            stream.max_write_buffer_size += rest
         try:
-            stream.write(wire[sent:])
+            written = stream.write(wire[sent:])
         except tornado.iostream.StreamClosedError:
             raise tornado.websocket.WebSocketClosedError() from None
         except tornado.iostream.StreamBufferFullError:
             stream.max_write_buffer_size = None
             raise SendBufferFull() from None
+        if answer:
+            written.add_done_callback(lambda done: _answer_sent(done, stream, rest))
+
+
+def _answer_sent(done: "Future[None]", stream: tornado.iostream.IOStream, size: int) -> None:
+    """An answer has been sent (or the connection is gone): the send buffer's limit is what
+    it was before it."""
+    if not done.cancelled():
+        done.exception()  # a closed stream: nothing to report, the connection's close says it
+    if stream.max_write_buffer_size is not None:
+        stream.max_write_buffer_size -= size
 
 
 def _stream(connection: tornado.websocket.WebSocketProtocol) -> tornado.iostream.IOStream:

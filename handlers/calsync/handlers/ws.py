@@ -177,11 +177,13 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
         return None
 
     # -- the hub's view of a connection ---------------------------------------------------
-    def send(self, push: Push) -> None:
-        """Write a push; its WebSocket frame is built once and shared by every member.
+    def send(self, push: Push, answer: bool = False) -> None:
+        """Write a push (or, `answer`, a reply); its WebSocket frame is built once and shared
+        by every member.
 
         Server frames are unmasked and we negotiate no compression, so the bytes on the
-        wire are the same for every connection (`transport`).
+        wire are the same for every connection (`transport`). Replies the client asked for
+        never count against `send_buffer_bytes`; pushes it does not read do.
         """
         connection = self.ws_connection
         if connection is None:
@@ -190,7 +192,7 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
             text = push.text
             push.wire = text_frame(text if isinstance(text, bytes) else text.encode("utf-8"))
         try:
-            write_frame(connection, push.wire)
+            write_frame(connection, push.wire, answer)
         except SendBufferFull:
             # It stopped reading: its unsent pushes may not grow without bound.
             self.close(TRY_AGAIN_LATER, "send buffer full: reconnect and resume")
@@ -325,7 +327,7 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
 
     def _write(self, text: str | bytes) -> None:
         try:
-            self.send(Push(text))
+            self.send(Push(text), answer=True)
         except tornado.websocket.WebSocketClosedError:
             pass  # the client left; there is no one to answer
 
