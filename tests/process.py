@@ -28,6 +28,7 @@ class ServerProcess:
     """`calsync serve` on a free port; `url` is known once it says it is serving."""
 
     def __init__(self, config: Path, *extra: str, env: dict | None = None) -> None:
+        self.config = config
         self.process = subprocess.Popen(
             [sys.executable, "-m", "calsync", "serve", "--config", str(config), "--port", "0", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, stdin=subprocess.DEVNULL,

@@ -17,7 +17,7 @@ from tornado.testing import bind_unused_port
 
 from calsync.app import make_app
 from calsync.server.hub import Hub
-from calsync.storage.errors import DuplicateDepartmentName
+from calsync.storage.errors import DuplicateDepartmentName, EventNotFound
 from calsync.storage.feed import Cursor
 from calsync.storage.records import Event
 from tests.backends import dynamo_options, make_dynamo
@@ -455,3 +455,47 @@ async def test_changes_in_flight_over_several_pages_are_all_answered(dynamo, mon
     page = await dynamo.read_feed(department.id)
     assert (page.seq, len(page.events)) == (30, 30)
     assert (await dynamo.feed_state(department.id)).seq == 30
+
+
+class Died(Exception):
+    """The writer's process died right here."""
+
+
+async def test_a_write_that_landed_and_was_replaced_before_its_writer_finished_stays_replaced(moto_server):
+    """An update lands in the events table and its writer dies before marking its change done;
+    another process deletes the event (reading it at the update's seq); the update's seq is
+    resolved later. The event stays deleted in full answers (it came back once: the delete
+    named the unresolved update as what it replaced, so the put before stayed)."""
+    options = dynamo_options(moto_server)
+    dying, other = make_dynamo(options), make_dynamo(options)
+    await dying.create_tables()
+    for storage in (dying, other):
+        storage.gap_seconds = 0.2
+        await storage.open()
+    try:
+        department = (await other.create_department("개발팀")).record
+        event = (await other.create_event(department.id, {"event_date": "2024-01-20", "title": "회의"})).record
+
+        def note_table(params, context, **_):
+            context["table"] = params.get("TableName")
+
+        def die_after_the_event_write(context, **_):
+            if context.get("table") == options.events_table:
+                raise Died()
+
+        dying.client.meta.events.register("before-parameter-build.dynamodb.PutItem", note_table)
+        dying.client.meta.events.register("after-call.dynamodb.PutItem", die_after_the_event_write)
+        with pytest.raises(Died):
+            await dying.update_event(event.id, {"title": "고침"})
+        assert (await other.get_event(event.id)).title == "고침"  # it landed; its change is still pending
+        await other.delete_event(event.id)
+        await asyncio.sleep(0.3)
+        for _ in range(5):
+            page = await other.read_feed(department.id)
+            await asyncio.sleep(0.1)
+        assert page.events == [] and page.seq == int(other._department_item(department.id)["seq"])
+        with pytest.raises(EventNotFound):
+            await other.get_event(event.id)
+    finally:
+        await dying.close()
+        await other.close()

@@ -125,6 +125,17 @@ class FeedPart(DynamoParts):
             return False
         return True
 
+    def _settle_prev(self, department_id: str, seq: int) -> None:
+        """The event read carries seq `seq`, so that change's event write happened: if its
+        writer has not marked it done yet, mark it now. Otherwise a reader resolving it after
+        this write replaced the event would find no trace of it and call it a noop, and the
+        change this write records (`prev` = `seq`) would then not remove the put before it."""
+        if seq <= 0:
+            return
+        held = self._change(department_id, seq)
+        if held is not None and held.get("state") == PENDING:
+            self._finish(department_id, seq, DONE)
+
     def _change(self, partition: str, seq: int) -> dict[str, Any] | None:
         item = self.client.get_item(TableName=self.changes_table, Key=self._change_key(partition, seq),
                                     ConsistentRead=True).get("Item")
@@ -141,7 +152,10 @@ class FeedPart(DynamoParts):
             return state
         held = self._change(department_id, seq)
         if held is None:
-            raise DepartmentNotFound()  # deleted with its department meanwhile
+            # A reader resolved it, moved the committed mark past it and removed it (a noop or
+            # a done delete), or the department was deleted with its feed.
+            self._department_item(department_id)  # DepartmentNotFound in the second case
+            return NOOP
         return held["state"]
 
     def _tombstone(self, department_id: str, seq: int, event_id: str) -> None:
@@ -197,6 +211,8 @@ class FeedPart(DynamoParts):
         meanwhile, the write runs again under a new seq."""
         creating = current is None
         for _ in range(UPDATE_ATTEMPTS):
+            if current is not None:
+                self._settle_prev(department_id, current.seq)
             new = change(current)
             prev = current.seq if current is not None else 0
             seq = self._begin(department_id, DELETE if new is None else PUT, event_id, prev,
@@ -233,8 +249,9 @@ class FeedPart(DynamoParts):
         while more and top < count:
             items, more = first_items(self.client, FRONTIER_PAGE, TableName=self.changes_table, ConsistentRead=True,
                                       KeyConditionExpression="department_id = :d AND seq > :top",
-                                      ProjectionExpression="seq, #state, kind, id, prev",
-                                      ExpressionAttributeNames={"#state": "state"},
+                                      ProjectionExpression="#seq, #state, #kind, #id, #prev",
+                                      ExpressionAttributeNames={"#seq": "seq", "#state": "state", "#kind": "kind",
+                                                                "#id": "id", "#prev": "prev"},
                                       ExpressionAttributeValues=to_item({":d": department_id, ":top": top}))
             for change in items:
                 if change["seq"] != top + 1 or change.get("state") == PENDING:
