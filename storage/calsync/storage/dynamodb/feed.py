@@ -11,6 +11,9 @@ The department item counts seqs (`seq`, an atomic ADD) and keeps `committed`, a 
 which every change is resolved.
 
 A write (create, update, delete of event E):
+  0. an update or delete marks done the change whose seq E carries, if still pending (E's
+     write happened; left pending, a reader could later call it a noop once this write has
+     replaced E, and this write's `prev` would then point at nothing to remove);
   1. take seq s; put (D, s) pending, on condition that s is free (a reader that gave up on a
      dead writer may have closed it as a noop: then take another seq);
   2. write E in the events table on condition of its version (If-Match) and of its fence:
