@@ -85,3 +85,28 @@ def test_options_built_in_code_hold_plain_defaults(monkeypatch):
     assert (options.region, options.endpoint_url, options.departments_table, options.events_table,
             options.changes_table) == ("ap-northeast-2", "", "departments", "events", "")
     assert not any("${" in str(value) for value in vars(options).values())
+
+
+class Breaks(ApiHandler):
+    def get(self) -> None:
+        raise RuntimeError("a bug")
+
+
+async def test_no_query_string_reaches_a_log_line_even_on_a_bug(caplog):
+    """Contract 13: Tornado's own lines (an uncaught error) would print the URI with `?token=`."""
+    sock, port = bind_unused_port()
+    app = make_app(MemoryStorage(), Hub())
+    app.add_handlers(r".*", [(r"/breaks", Breaks)])
+    server = tornado.httpserver.HTTPServer(app)
+    server.add_sockets([sock])
+    client = AsyncHTTPServerClient(http_server=server, force_instance=True)
+    try:
+        with caplog.at_level("DEBUG"):
+            answered, body = await api(client, "GET", "/breaks?token=SECRET-IN-QUERY&x=1")
+            await api(client, "GET", "/app/%2e%2e/%00?token=SECRET-IN-QUERY")
+    finally:
+        client.close()
+        server.stop()
+    assert answered == 500 and body["code"] == "internal"
+    assert "Uncaught exception GET /breaks" in caplog.text and "RuntimeError: a bug" in caplog.text
+    assert "SECRET-IN-QUERY" not in caplog.text

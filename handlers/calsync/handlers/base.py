@@ -300,10 +300,28 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
         answer_error(self, exc)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, CalsyncError):
-            log.debug("%s %s: %s", self.request.method, self.request.path, value.code)
-        else:
-            super().log_exception(typ, value, tb)
+        log_exception(self, typ, value, tb)
+
+    def _request_summary(self) -> str:
+        return request_summary(self)
+
+
+def request_summary(handler: tornado.web.RequestHandler) -> str:
+    """What Tornado's own log lines say of a request: method and path, never the query
+    string (a `?token=`) nor the headers (contract 13)."""
+    return f"{handler.request.method} {handler.request.path} ({handler.request.remote_ip})"
+
+
+def log_exception(handler: tornado.web.RequestHandler, typ: Any, value: Any, tb: Any) -> None:
+    """A domain error is an answer, not news; anything else is logged with its traceback and
+    the request's method and path only (Tornado's own line would print the URI and headers)."""
+    if isinstance(value, CalsyncError):
+        log.debug("%s: %s", request_summary(handler), value.code)
+    elif isinstance(value, tornado.web.HTTPError):
+        if value.log_message:
+            log.warning("%d %s: %s", value.status_code, request_summary(handler), value.log_message % value.args)
+    else:
+        log.error("Uncaught exception %s", request_summary(handler), exc_info=(typ, value, tb))
 
 
 class NotFoundHandler(ApiHandler):

@@ -8,14 +8,20 @@ from typing import Any
 import tornado.web
 
 import calsync.web
-from calsync.handlers.base import ApiHandler, answer_error, error_for_status
+from calsync.handlers.base import ApiHandler, answer_error, error_for_status, log_exception, request_summary
 
 WEB_FOLDER = Path(calsync.web.__file__).resolve().parent
-POLICY = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; "
+POLICY = ("default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; "
           "script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
 
 class WebAppHandler(tornado.web.StaticFileHandler):
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        log_exception(self, typ, value, tb)
+
+    def _request_summary(self) -> str:
+        return request_summary(self)
+
     def set_extra_headers(self, path: str) -> None:
         self.set_header("Content-Security-Policy", POLICY)
         self.set_header("X-Content-Type-Options", "nosniff")

@@ -24,8 +24,10 @@ from calsync.handlers.base import (
     answer_error,
     error_for_status,
     host_problem,
+    log_exception,
     origin_allowed,
     query_token,
+    request_summary,
 )
 from calsync.handlers.errors import (
     InvalidJson,
@@ -155,6 +157,12 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
                 self._refuse(ServerBusy("인증을 기다리는 연결이 너무 많습니다. 토큰과 함께 다시 연결해 주세요."))
         elif self.broker.members() - self.context.pending_auth >= self.limits.max_connections:
             self._refuse(ServerBusy())
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        log_exception(self, typ, value, tb)
+
+    def _request_summary(self) -> str:
+        return request_summary(self)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Anything but a handshake (`POST /ws`): the same JSON errors as every route."""
