@@ -82,3 +82,12 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(l
 
     run()
     assert called
+
+
+def test_partial_update_bodies_have_no_defaults_a_client_would_send(document):
+    """A generated client fills in every default: an update of the title must not send ""
+    for the description, time and url (issue 18)."""
+    for name in ("DepartmentChanges", "EventChanges"):
+        schema = document["components"]["schemas"][name]
+        assert all("default" not in field for field in schema["properties"].values()), name
+        assert schema["minProperties"] == 1 and not schema.get("required")

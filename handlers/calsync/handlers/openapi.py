@@ -156,6 +156,13 @@ def build_spec() -> dict[str, Any]:
                                               "responses": _responses({200: ("Prometheus text format", {
                                                   "text/plain": {"schema": {"type": "string"}}})})}})
     document = _without_null_defaults(spec.to_dict())
+    for name in ("DepartmentChanges", "EventChanges"):
+        # A PUT changes only the fields it sends: no field has a default a generated client
+        # would fill in (and so wipe what the user did not touch), and at least one is given.
+        changes = document["components"]["schemas"][name]
+        for field in changes["properties"].values():
+            field.pop("default", None)
+        changes["minProperties"] = 1
     for path in document["paths"].values():  # ETag on every answer that carries one
         for method, operation in path.items():
             for status in ("200", "201", "304"):
