@@ -2,7 +2,9 @@
 fail their own check, plugins that fail to import, options built in code."""
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import AsyncIterator
 
 import pytest
 import tornado.httpserver
@@ -25,22 +27,29 @@ class RaisesStatus(ApiHandler):
         raise tornado.web.HTTPError(int(status))
 
 
+@contextlib.asynccontextmanager
+async def served_with(pattern: str, handler: type) -> AsyncIterator[AsyncHTTPServerClient]:
+    """A client of a real app with one extra route, served on a free port."""
+    sock, _ = bind_unused_port()
+    app = make_app(MemoryStorage(), Hub())
+    app.add_handlers(r".*", [(pattern, handler)])
+    server = tornado.httpserver.HTTPServer(app)
+    server.add_sockets([sock])
+    client = AsyncHTTPServerClient(http_server=server, force_instance=True)
+    try:
+        yield client
+    finally:
+        client.close()
+        server.stop()
+
+
 @pytest.mark.parametrize("status, code", [(400, "validation_error"), (401, "unauthorized"), (403, "forbidden"),
                                           (409, "conflict"), (411, "validation_error"), (415, "validation_error"),
                                           (418, "validation_error"), (431, "validation_error"),
                                           (500, "internal"), (502, "internal"), (503, "storage_unavailable")])
 async def test_any_http_error_is_the_contract_json(status, code):
-    sock, port = bind_unused_port()
-    app = make_app(MemoryStorage(), Hub())
-    app.add_handlers(r".*", [(r"/status/(\d+)", RaisesStatus)])
-    server = tornado.httpserver.HTTPServer(app)
-    server.add_sockets([sock])
-    client = AsyncHTTPServerClient(http_server=server, force_instance=True)
-    try:
+    async with served_with(r"/status/(\d+)", RaisesStatus) as client:
         answered, body = await api(client, "GET", f"/status/{status}")
-    finally:
-        client.close()
-        server.stop()
     assert answered == (500 if status in (500, 502) else status)
     assert body["success"] is False and body["code"] == code and body["message"]
 
@@ -94,19 +103,10 @@ class Breaks(ApiHandler):
 
 async def test_no_query_string_reaches_a_log_line_even_on_a_bug(caplog):
     """Contract 13: Tornado's own lines (an uncaught error) would print the URI with `?token=`."""
-    sock, port = bind_unused_port()
-    app = make_app(MemoryStorage(), Hub())
-    app.add_handlers(r".*", [(r"/breaks", Breaks)])
-    server = tornado.httpserver.HTTPServer(app)
-    server.add_sockets([sock])
-    client = AsyncHTTPServerClient(http_server=server, force_instance=True)
-    try:
+    async with served_with(r"/breaks", Breaks) as client:
         with caplog.at_level("DEBUG"):
             answered, body = await api(client, "GET", "/breaks?token=SECRET-IN-QUERY&x=1")
             await api(client, "GET", "/app/%2e%2e/%00?token=SECRET-IN-QUERY")
-    finally:
-        client.close()
-        server.stop()
     assert answered == 500 and body["code"] == "internal"
     assert "Uncaught exception GET /breaks" in caplog.text and "RuntimeError: a bug" in caplog.text
     assert "SECRET-IN-QUERY" not in caplog.text

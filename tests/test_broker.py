@@ -30,6 +30,21 @@ def redis_server():
     server.stop()
 
 
+@pytest.fixture
+def start_servers():
+    """`start_servers(config, n)`: n `calsync serve` processes, killed at teardown."""
+    started: list[ServerProcess] = []
+
+    def start(config, count: int) -> list[ServerProcess]:
+        servers = [ServerProcess(config) for _ in range(count)]
+        started.extend(servers)
+        return servers
+
+    yield start
+    for server in started:
+        server.kill()
+
+
 def broker_config(tmp_path, redis_url: str, backend: str, request) -> str:
     if backend == "sqlite":
         storage = "storage:\n  backend: sqlite\n  sqlite:\n    path: shared.db\n    busy_timeout: 10\n"
@@ -105,10 +120,11 @@ async def converge(copies: list[Copy], url: str, department: str, timeout: float
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "dynamodb"])
-async def test_every_client_of_every_process_gets_every_change_through_redis_faults(tmp_path, redis_server,
+async def test_every_client_of_every_process_gets_every_change_through_redis_faults(tmp_path, start_servers,
+                                                                                 redis_server,
                                                                                  backend, request):
     config = broker_config(tmp_path, redis_server.url, backend, request)
-    servers = [ServerProcess(config) for _ in range(3)]
+    servers = start_servers(config, 3)
     clients: list[SyncClient] = []
     copies: list[Copy] = []
     http = tornado.httpclient.AsyncHTTPClient(force_instance=True)
@@ -196,13 +212,11 @@ async def test_every_client_of_every_process_gets_every_change_through_redis_fau
                 copy.task.cancel()
         for client in clients:
             client.close()
-        for server in servers:
-            server.kill()
 
 
-async def test_presence_counts_every_process_and_forgets_a_dead_one(tmp_path, redis_server, request):
+async def test_presence_counts_every_process_and_forgets_a_dead_one(tmp_path, start_servers, redis_server, request):
     config = broker_config(tmp_path, redis_server.url, "sqlite", request)
-    servers = [ServerProcess(config) for _ in range(2)]
+    servers = start_servers(config, 2)
     clients = []
     try:
         status, body = http_json(servers[0].url + "/api/departments", "POST", {"name": "회의실"})
@@ -237,8 +251,6 @@ async def test_presence_counts_every_process_and_forgets_a_dead_one(tmp_path, re
     finally:
         for client in clients:
             client.close()
-        for server in servers:
-            server.kill()
 
 
 def test_serve_starts_without_redis_and_says_so(tmp_path, request):
@@ -268,11 +280,11 @@ def test_several_processes_with_a_local_broker_say_pushes_stay_in_each(tmp_path)
         assert server.stop() == 0
 
 
-async def test_a_push_crosses_processes_through_redis_at_once(tmp_path, redis_server, request):
+async def test_a_push_crosses_processes_through_redis_at_once(tmp_path, start_servers, redis_server, request):
     """Not by the feed's sweep (every gap_seconds, 5 s here): the Redis message carries it."""
     config = broker_config(tmp_path, redis_server.url, "sqlite", request)
     config.write_text(config.read_text().replace(f"gap_seconds: {GAP}", "gap_seconds: 5"))
-    servers = [ServerProcess(config) for _ in range(2)]
+    servers = start_servers(config, 2)
     client = None
     try:
         status, body = http_json(servers[0].url + "/api/departments", "POST", {"name": "빠른팀"})
@@ -292,13 +304,12 @@ async def test_a_push_crosses_processes_through_redis_at_once(tmp_path, redis_se
     finally:
         if client is not None:
             client.close()
-        for server in servers:
-            server.kill()
 
 
-async def test_department_changes_missed_while_redis_was_away_arrive_when_it_is_back(tmp_path, redis_server, request):
+async def test_department_changes_missed_while_redis_was_away_arrive_when_it_is_back(tmp_path, start_servers,
+                                                                                   redis_server, request):
     config = broker_config(tmp_path, redis_server.url, "sqlite", request)
-    servers = [ServerProcess(config) for _ in range(2)]
+    servers = start_servers(config, 2)
     client = None
     try:
         status, body = http_json(servers[0].url + "/api/departments", "POST", {"name": "남는 부서"})
@@ -321,5 +332,3 @@ async def test_department_changes_missed_while_redis_was_away_arrive_when_it_is_
     finally:
         if client is not None:
             client.close()
-        for server in servers:
-            server.kill()

@@ -86,17 +86,24 @@ async def test_rooms_per_connection(http_server_client, connect):
     await client.join(departments[2]["id"])
 
 
+def slow_websocket(ws_url: str) -> socket.socket:
+    """A raw socket that asked for a WebSocket upgrade, with a receive buffer kept small so
+    the server soon sees whether it reads."""
+    port = int(ws_url.rsplit(":", 1)[1].split("/")[0])
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    return sock
+
+
 async def test_a_client_that_stops_reading_is_closed_and_the_room_keeps_receiving(http_server_client, ws_url, app,
                                                                                      connect):
     department = await make_department(http_server_client)
     reader = await connect()
     await reader.join(department["id"])
-    port = int(ws_url.rsplit(":", 1)[1].split("/")[0])
-    slow = socket.socket()
-    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    slow.connect(("127.0.0.1", port))
-    slow.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    slow = slow_websocket(ws_url)
     join = f'{{"event": "join_department", "data": {{"department_id": "{department["id"]}"}}}}'.encode()
     mask = b"\0\0\0\0"
     slow.sendall(bytes((0x81, 0x80 | 126)) + len(join).to_bytes(2, "big") + mask + join)  # masked, zero key
@@ -124,12 +131,7 @@ async def test_an_answer_the_client_asked_for_is_never_cut_by_the_send_buffer(ht
         status, _ = await api(http_server_client, "POST", f"/api/events/{department['id']}",
                               {**MEETING, "title": f"긴 일정 {i}", "description": "가" * 5000})
         assert status == 201
-    port = int(ws_url.rsplit(":", 1)[1].split("/")[0])
-    client = socket.socket()
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    client.connect(("127.0.0.1", port))
-    client.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    client = slow_websocket(ws_url)
     request = f'{{"event": "sync_request", "data": {{"department_id": "{department["id"]}"}}, "id": 1}}'.encode()
     client.sendall(bytes((0x81, 0x80 | 126)) + len(request).to_bytes(2, "big") + b"\0\0\0\0" + request)
     await asyncio.sleep(1)  # not reading: the answer piles up in the server's buffers

@@ -96,10 +96,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except (ConfigError, StorageSetupError, CliError) as exc:
-        print(f"calsync: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever a driver said
+        say_problem(exc)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def say_problem(exc: BaseException) -> None:
+    """One line on stderr, whatever a driver said."""
+    print(f"calsync: {' '.join(str(exc).split())}", file=sys.stderr)
 
 
 def run_token_issue(args: argparse.Namespace) -> int:
@@ -155,7 +160,7 @@ def supervise(count: int, run: Callable[[], None]) -> int:
                 run()
                 code = 0
             except (ConfigError, StorageSetupError, CliError) as exc:
-                print(f"calsync: {' '.join(str(exc).split())}", file=sys.stderr)
+                say_problem(exc)
                 code = 2
             except BaseException:
                 log.exception("a server process failed")

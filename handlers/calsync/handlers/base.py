@@ -13,7 +13,7 @@ from typing import Any
 import tornado.http1connection
 import tornado.web
 
-from calsync.handlers.errors import BadRequest, InvalidJson, MethodNotAllowed, TooLarge, status_of
+from calsync.handlers.errors import InvalidJson, TooLarge, error_for_status, status_of
 from calsync.handlers.preconditions import idempotency_key
 from calsync.handlers.schemas import parse_json
 from calsync.server.access import OPEN, Grant, Tokens, bearer
@@ -23,10 +23,8 @@ from calsync.server.context import AppContext
 from calsync.server.hub import Broker
 from calsync.storage.errors import (
     CalsyncError,
-    Conflict,
     Forbidden,
     NotFound,
-    StorageUnavailable,
     Unauthorized,
     ValidationFailed,
     VersionConflict,
@@ -34,29 +32,6 @@ from calsync.storage.errors import (
 from calsync.storage.feed import Change, IdempotencyKey
 
 log = logging.getLogger("calsync.http")
-
-# Errors Tornado raises itself, by status, as contract errors.
-HTTP_STATUS_ERRORS: dict[int, type[CalsyncError]] = {
-    400: ValidationFailed,
-    401: Unauthorized,
-    403: Forbidden,
-    404: NotFound,
-    405: MethodNotAllowed,
-    409: Conflict,
-    413: TooLarge,
-    503: StorageUnavailable,
-}
-
-
-def error_for_status(status: int) -> CalsyncError:
-    """The contract error for a bare HTTP status (Tornado's `HTTPError`, a bug's 500): a
-    status without an error of its own keeps its status, and says what kind it is."""
-    if status in HTTP_STATUS_ERRORS:
-        return HTTP_STATUS_ERRORS[status]()
-    if 400 <= status < 500:
-        return BadRequest(status)
-    return CalsyncError()
-
 
 # What browsers from an allowed origin may send, and may read of an answer (contract 9.2).
 CORS_REQUEST_HEADERS = "Authorization, Content-Type, If-Match, If-None-Match, Idempotency-Key"

@@ -2,7 +2,8 @@
 
 Storage and the server core raise domain errors (`calsync.storage.errors`) that say what
 went wrong, not how to answer; errors only HTTP or the WebSocket can meet are defined
-here. `status_of` is the one mapping from either kind to an HTTP status.
+here. `status_of` is the one mapping from either kind to an HTTP status, and
+`error_for_status` the way back, for a bare status Tornado raised.
 """
 from __future__ import annotations
 
@@ -95,3 +96,26 @@ def status_of(error: CalsyncError) -> int:
         if kind in STATUS:
             return STATUS[kind]
     return 500
+
+
+# Errors Tornado raises itself, by status, as contract errors.
+HTTP_STATUS_ERRORS: dict[int, type[CalsyncError]] = {
+    400: ValidationFailed,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    405: MethodNotAllowed,
+    409: Conflict,
+    413: TooLarge,
+    503: StorageUnavailable,
+}
+
+
+def error_for_status(status: int) -> CalsyncError:
+    """The contract error for a bare HTTP status (Tornado's `HTTPError`, a bug's 500): a
+    status without an error of its own keeps its status, and says what kind it is."""
+    if status in HTTP_STATUS_ERRORS:
+        return HTTP_STATUS_ERRORS[status]()
+    if 400 <= status < 500:
+        return BadRequest(status)
+    return CalsyncError()

@@ -8,7 +8,8 @@ from typing import Any
 import tornado.web
 
 import calsync.web
-from calsync.handlers.base import ApiHandler, answer_error, error_for_status, log_exception, request_summary
+from calsync.handlers.base import ApiHandler, answer_error, log_exception, request_summary
+from calsync.handlers.errors import error_for_status
 
 WEB_FOLDER = Path(calsync.web.__file__).resolve().parent
 POLICY = ("default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; "

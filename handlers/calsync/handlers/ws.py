@@ -22,7 +22,6 @@ import tornado.websocket
 from calsync.handlers.base import (
     ServerParts,
     answer_error,
-    error_for_status,
     host_problem,
     log_exception,
     origin_allowed,
@@ -37,6 +36,7 @@ from calsync.handlers.errors import (
     ServerBusy,
     UnknownEvent,
     UpgradeRequired,
+    error_for_status,
 )
 from calsync.handlers.schemas import auth_schema, join_schema, parse_json, room_schema, sync_request_schema
 from calsync.handlers.transport import SendBufferFull, answer_frame, limit_send_buffer, text_frame, write_frame

@@ -80,6 +80,12 @@ def push_of(change: Change) -> tuple[str | None, str, dict[str, Any]]:
     return change.department_id, change.kind, change.record.to_dict()
 
 
+def framed(change: Change) -> tuple[str | None, Push]:
+    """The room a change goes to (None: every connection) and its push, encoded once."""
+    room, event, data = push_of(change)
+    return room, Push(encode_frame(event, data), change.seq)
+
+
 class Broker(abc.ABC):
     """What handlers see of the push side: publish changes, manage who listens where."""
 
@@ -244,14 +250,9 @@ class Hub(Broker):
             counts[member.sub] = counts.get(member.sub, 0) + 1
         return counts
 
-    def tracked_rooms(self) -> set[str]:
-        """Rooms with a member in them or joining."""
-        return set(self._rooms) | set(self._joining)
-
     # pushes
     def publish(self, change: Change) -> None:
-        room, event, data = push_of(change)
-        push = Push(encode_frame(event, data), change.seq)
+        room, push = framed(change)
         if room is None:
             self.deliver_department(change.record.id, push, change.kind == Kind.DEPARTMENT_DELETED)
         else:

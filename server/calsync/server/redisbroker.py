@@ -31,7 +31,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from calsync.server.hub import Hub, Member, Push, encode_frame, presence_answer, push_of
+from calsync.server.hub import Hub, Member, Push, encode_frame, framed, presence_answer
 from calsync.storage.base import Storage
 from calsync.storage.errors import CalsyncError
 from calsync.storage.feed import Change, Cursor, FeedPage, Kind
@@ -119,8 +119,7 @@ class RedisBroker(Hub):
 
     # -- publishing -----------------------------------------------------------------------
     def publish(self, change: Change) -> None:
-        room, event, data = push_of(change)
-        push = Push(encode_frame(event, data), change.seq)
+        room, push = framed(change)
         if room is None:
             deleted = change.kind == Kind.DEPARTMENT_DELETED
             self._note_department(change.record.id, None if deleted else change.record.to_dict())
@@ -184,10 +183,8 @@ class RedisBroker(Hub):
         cursor = self._cursors.setdefault(room, RoomCursor())
         if cursor.seq is None:
             cursor.seq = after_seq  # the room starts where its first member's catch-up ended
-            for seq in [seq for seq in cursor.waiting if seq <= after_seq]:
-                del cursor.waiting[seq]
         super().go_live(room, member, after_seq)
-        self._release(room, cursor)
+        self._release(room, cursor)  # also drops what waited at or below it
         if cursor.waiting:
             self._fill_soon(room)
         self._presence_dirty.set()
