@@ -15,6 +15,7 @@ from moto.server import ThreadedMotoServer
 from tornado.testing import bind_unused_port
 
 from calsync.app import make_app
+from calsync.handlers.connections import HttpServer
 from calsync.server.config import ServerConfig
 from calsync.server.hub import Hub
 from calsync.storage.base import Storage
@@ -83,9 +84,14 @@ def app(storage: Storage, hub: Hub, server_config: ServerConfig, backend: str):
 
 
 @pytest.fixture
-def http_server(app, http_server):
-    """pytest-tornasync's server, with `app` asked for by name so `backend` parametrizes it."""
-    return http_server
+def http_server(app, io_loop, http_server_port):
+    """pytest-tornasync's server, made as `calsync serve` makes it (`HttpServer`, which
+    answers bodies over the limit), with `app` asked for by name so `backend` parametrizes it."""
+    server = HttpServer(app)
+    server.add_socket(http_server_port[0])
+    yield server
+    server.stop()
+    io_loop.run_sync(server.close_all_connections, timeout=5)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ import tornado.websocket
 from hypothesis import strategies as st
 
 from calsync.app import make_app
+from calsync.handlers.connections import HttpServer
 from calsync.server.access import Tokens
 from calsync.server.config import LimitsConfig, ServerConfig
 from calsync.server.hub import Hub
@@ -182,7 +183,7 @@ class FuzzServer:
                        "sqlite", tokens=self.tokens if self.auth else None,
                        limits=LimitsConfig(messages_per_second=100_000))
         sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-        self.http = tornado.httpserver.HTTPServer(app)
+        self.http = HttpServer(app)
         self.http.add_sockets(sockets)
         self.host = f"127.0.0.1:{sockets[0].getsockname()[1]}"
         self.url = f"http://{self.host}"

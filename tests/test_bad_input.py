@@ -14,6 +14,7 @@ from tornado.testing import bind_unused_port
 
 from calsync.app import make_app
 from calsync.handlers.base import ApiHandler
+from calsync.handlers.connections import HttpServer
 from calsync.server.config import ConfigError, load_config
 from calsync.server.hub import Hub
 from calsync.storage.dynamodb import DynamoOptions
@@ -33,7 +34,7 @@ async def served_with(pattern: str, handler: type) -> AsyncIterator[AsyncHTTPSer
     sock, _ = bind_unused_port()
     app = make_app(MemoryStorage(), Hub())
     app.add_handlers(r".*", [(pattern, handler)])
-    server = tornado.httpserver.HTTPServer(app)
+    server = HttpServer(app)
     server.add_sockets([sock])
     client = AsyncHTTPServerClient(http_server=server, force_instance=True)
     try:

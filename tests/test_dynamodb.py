@@ -16,6 +16,7 @@ from moto.server import ThreadedMotoServer
 from tornado.testing import bind_unused_port
 
 from calsync.app import make_app
+from calsync.handlers.connections import HttpServer
 from calsync.server.hub import Hub
 from calsync.storage.errors import DuplicateDepartmentName, EventNotFound
 from calsync.storage.feed import Cursor
@@ -214,11 +215,10 @@ async def test_unreachable_endpoint_answers_503_then_recovers(outage_moto, http_
 
 async def serve_app(app):
     """A real HTTP server for `app` on a free port, and a client that speaks to it."""
-    import tornado.httpserver
     from pytest_tornasync.plugin import AsyncHTTPServerClient
 
     sock, _ = bind_unused_port()
-    server = tornado.httpserver.HTTPServer(app)
+    server = HttpServer(app)
     server.add_socket(sock)
     return server, AsyncHTTPServerClient(http_server=server, force_instance=True)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import tornado.httpserver
 from pytest_tornasync.plugin import AsyncHTTPServerClient
 from tornado.testing import bind_unused_port
 
 from calsync.app import make_app
+from calsync.handlers.connections import HttpServer
 from calsync.server.hub import Hub
 from calsync.storage.base import Storage
 from tests.client import MEETING, SyncClient, api, api_full, make_department, make_event
@@ -364,7 +364,7 @@ class SlowReads:
 @pytest.mark.parametrize("backend", ["sqlite", "dynamodb"])
 async def test_join_while_the_catch_up_read_answers_late(storage):
     sock, port = bind_unused_port()
-    server = tornado.httpserver.HTTPServer(make_app(SlowReads(storage), Hub()))
+    server = HttpServer(make_app(SlowReads(storage), Hub()))
     server.add_sockets([sock])
     client = AsyncHTTPServerClient(http_server=server, force_instance=True)
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import inspect
 import json
 import socket
 import ssl
@@ -29,7 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from calsync.app import make_app
-from calsync.handlers.transport import text_frame, write_frame
+from calsync.handlers.connections import HttpServer
+from calsync.handlers.transport import MaskedFramesOnly, text_frame, write_frame
 from calsync.server.hub import Hub
 from calsync.storage.memory import MemoryStorage
 from tests.client import SyncClient, api
@@ -122,6 +124,13 @@ async def test_the_attributes_the_fast_path_uses_exist(http_server_client, conne
         assert stream.max_write_buffer_size == member.context.limits.send_buffer_bytes
         assert issubclass(tornado.iostream.StreamBufferFullError, Exception)
         assert connection.is_closing() is False
+        # MaskedFramesOnly: the frame reader it wraps, and what it closes with.
+        assert isinstance(connection, MaskedFramesOnly)
+        for name in ("_receive_frame", "_read_bytes"):
+            assert inspect.iscoroutinefunction(getattr(tornado.websocket.WebSocketProtocol13, name))
+        assert callable(connection._abort) and connection.params.max_message_size > 0
+        # HttpServer's sweep: the bytes of a request not yet parsed.
+        assert stream._read_buffer_size == 0
     finally:
         client.close()
 
@@ -158,7 +167,7 @@ async def test_pushes_and_answers_over_tls(tmp_path):
     await storage.open()
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
     port = sockets[0].getsockname()[1]
-    server = tornado.httpserver.HTTPServer(make_app(storage, Hub()), ssl_options=server_context)
+    server = HttpServer(make_app(storage, Hub()), ssl_options=server_context)
     server.add_sockets(sockets)
     http = tornado.httpclient.AsyncHTTPClient(force_instance=True, defaults={"ssl_options": client_context})
 

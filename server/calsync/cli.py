@@ -20,6 +20,7 @@ import tornado.httpserver
 import tornado.netutil
 
 from calsync.app import make_app
+from calsync.handlers.connections import HttpServer
 from calsync.migrations.runner import MigrateOptions, SourceError, migrate
 from calsync.server.access import ROLES, Tokens, parse_duration
 from calsync.server.config import Config, ConfigError, load_config
@@ -209,7 +210,8 @@ async def serve(config: Config, sockets: list) -> None:
         app = make_app(storage, hub, config.server, config.backend, config.sync, config.auth.tokens(),
                        config.auth.timeout, config.limits, config.ics)
         housekeeping = Housekeeping(storage, hub.connections, config.server, config.sync)
-        http_server = tornado.httpserver.HTTPServer(app)
+        http_server = HttpServer(app, idle_timeout=config.server.idle_timeout,
+                                 body_timeout=config.server.body_timeout)
         http_server.add_sockets(sockets)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()

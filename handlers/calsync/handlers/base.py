@@ -10,10 +10,9 @@ import json
 import logging
 from typing import Any
 
-import tornado.http1connection
 import tornado.web
 
-from calsync.handlers.errors import InvalidJson, TooLarge, error_for_status, status_of
+from calsync.handlers.errors import InvalidJson, error_for_status, status_of
 from calsync.handlers.preconditions import idempotency_key
 from calsync.handlers.schemas import parse_json
 from calsync.server.access import OPEN, Grant, Tokens, bearer
@@ -44,19 +43,21 @@ def answer_error(handler: tornado.web.RequestHandler, error: CalsyncError, trans
     context: AppContext | None = handler.settings.get("context")
     if context is not None:  # an Application not made by make_app counts nothing
         context.metrics.error(error.code, transport)
-    body = {"success": False, "message": error.message, "code": error.code}
+    if isinstance(error, Unauthorized):
+        handler.set_header("WWW-Authenticate", "Bearer")
+    handler.set_status(status_of(error))
+    handler.set_header("Content-Type", "application/json; charset=UTF-8")
+    handler.finish(to_json(error_document(error)))
+
+
+def error_document(error: CalsyncError) -> dict[str, Any]:
+    """`{"success": false, "message", "code", "errors"?, "event"?}` (contract 2)."""
+    body: dict[str, Any] = {"success": False, "message": error.message, "code": error.code}
     if error.errors:
         body["errors"] = error.errors
     if isinstance(error, VersionConflict):
         body["event"] = error.current.to_dict()
-    if isinstance(error, Unauthorized):
-        handler.set_header("WWW-Authenticate", "Bearer")
-    if isinstance(error, TooLarge):
-        # The body was not read, so this connection cannot carry another request: say so.
-        handler.set_header("Connection", "close")
-    handler.set_status(status_of(error))
-    handler.set_header("Content-Type", "application/json; charset=UTF-8")
-    handler.finish(to_json(body))
+    return body
 
 
 def query_token(handler: tornado.web.RequestHandler) -> str | None:
@@ -128,7 +129,7 @@ class ServerParts:
 
 @tornado.web.stream_request_body
 class ApiHandler(ServerParts, tornado.web.RequestHandler):
-    """Bodies are streamed so an oversized one is refused (413) before it is read."""
+    """Bodies are streamed in: an oversized one is refused (413) by `HttpServer` as it arrives."""
 
     SUPPORTED_METHODS = ("GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD", "PATCH")
     #: Routes anyone may call with auth on (`/`, `/health`, `/ready`, unknown paths).
@@ -149,14 +150,7 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
     def prepare(self) -> None:
         self.context.in_flight.begin()
         self._counted = True
-        self._body = bytearray()
-        limit = self.context.max_body_bytes
-        length = self.request.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise TooLarge()
-        connection = self.request.connection
-        if isinstance(connection, tornado.http1connection.HTTP1Connection):
-            connection.set_max_body_size(limit)  # a chunked body over the limit is cut off
+        self._body = bytearray()  # at most `max_body_bytes`: `HttpServer` answers 413 beyond
         problem = host_problem(self, self.context.allowed_hosts)
         if problem is not None:
             self.answer_after_body(problem)
@@ -188,7 +182,7 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
 
         Raising in `prepare` answers before the body is read, and Tornado then drops the
         keep-alive connection without saying so: a pooled client's next request on it fails.
-        Only a body too large to read (413) is answered early, with `Connection: close`.
+        Only a body too large to read is answered early (413, by `HttpServer`, which closes).
         """
         def refuse(*args: str) -> None:
             raise error

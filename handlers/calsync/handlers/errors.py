@@ -40,6 +40,10 @@ class TooLarge(CalsyncError):
     status = 413
     code = "too_large"
     message = "요청 본문이 너무 큽니다."
+class HeadersTooLarge(TooLarge):
+    """Headers over `MAX_HEADER_BYTES` (contract 13): answered by the connection."""
+    status = 431
+    message = "요청 헤더가 너무 큽니다."
 class RateLimited(CalsyncError):
     status = 429
     code = "rate_limited"
@@ -81,6 +85,7 @@ STATUS: dict[type[CalsyncError], int] = {
     MethodNotAllowed: 405,
     Conflict: 409,
     VersionConflict: 412,
+    HeadersTooLarge: 431,
     TooLarge: 413,
     IdempotencyMismatch: 422,
     RateLimited: 429,

@@ -1,10 +1,11 @@
-"""How a push becomes bytes on a socket: the WebSocket fast path, in one place.
+"""How WebSocket frames meet the socket: the push fast path and the frame check, in one place.
 
 A push to a thousand members is framed once (`text_frame`) and written straight to each
-idle socket, without a Future per member. That reaches below Tornado's public API — the
-`WebSocketProtocol`'s `stream`, `IOStream.writing()`, `IOStream.socket` and
-`max_write_buffer_size` — so everything that does lives here, and `tests/test_transport.py`
-fails if Tornado changes any of it (frames compared byte for byte with Tornado's own, the
+idle socket, without a Future per member; a client's unmasked frame closes its connection
+(`MaskedFramesOnly`). That reaches below Tornado's public API — the `WebSocketProtocol`'s
+`stream`, `params`, `_receive_frame`, `_read_bytes` and `_abort`, `IOStream.writing()`,
+`IOStream.socket` and `max_write_buffer_size` — so everything that does lives here, and
+`tests/test_transport.py` fails if Tornado changes any of it (frames compared byte for byte with Tornado's own, the
 attributes asserted, TLS end to end). setup.cfg pins tornado below its next major.
 """
 from __future__ import annotations
@@ -102,3 +103,32 @@ def _stream(connection: tornado.websocket.WebSocketProtocol) -> tornado.iostream
     if stream is None:
         raise tornado.websocket.WebSocketClosedError()
     return stream
+
+
+class MaskedFramesOnly(tornado.websocket.WebSocketProtocol13):
+    """RFC 6455 section 5.1: a server closes the connection on a frame from the client that
+    is not masked (1002). Tornado reads such frames as if they were masked; this checks the
+    mask bit in each frame's first two bytes, the first read of `_receive_frame`."""
+
+    _frame_start = False
+
+    async def _receive_frame(self) -> None:
+        self._frame_start = True
+        await super()._receive_frame()
+
+    async def _read_bytes(self, n: int) -> bytes:
+        data = await super()._read_bytes(n)
+        if self._frame_start:
+            self._frame_start = False
+            if not data[1] & 0x80:
+                self.close(1002, "client frames must be masked")
+                self._abort()
+                raise tornado.iostream.StreamClosedError()
+        return data
+
+
+def masked_frames_only(protocol: tornado.websocket.WebSocketProtocol | None) -> MaskedFramesOnly | None:
+    """The protocol Tornado chose for a handshake, refusing unmasked frames."""
+    if not isinstance(protocol, tornado.websocket.WebSocketProtocol13):
+        return None
+    return MaskedFramesOnly(protocol.handler, False, protocol.params)

@@ -39,7 +39,14 @@ from calsync.handlers.errors import (
     error_for_status,
 )
 from calsync.handlers.schemas import auth_schema, join_schema, parse_json, room_schema, sync_request_schema
-from calsync.handlers.transport import SendBufferFull, answer_frame, limit_send_buffer, text_frame, write_frame
+from calsync.handlers.transport import (
+    SendBufferFull,
+    answer_frame,
+    limit_send_buffer,
+    masked_frames_only,
+    text_frame,
+    write_frame,
+)
 from calsync.server.access import OPEN, Grant, bearer
 from calsync.server.answers import Answer
 from calsync.server.config import LimitsConfig
@@ -179,6 +186,9 @@ class SyncSocket(ServerParts, tornado.websocket.WebSocketHandler):
     def check_origin(self, origin: str) -> bool:
         """Browsers from our own origin or a listed one; clients without Origin always pass."""
         return origin_allowed(origin, self.request.host, self.context.allowed_origins)
+
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        return masked_frames_only(super().get_websocket_protocol())
 
     def get_compression_options(self) -> None:
         """No permessage-deflate: `send` writes pushes framed once, uncompressed."""

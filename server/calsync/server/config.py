@@ -48,6 +48,10 @@ class ServerConfig:
     #: Seconds between WebSocket pings, and how long an answer may take (0 turns either off).
     ping_interval: float = field(default=20.0, metadata={"min": 0})
     ping_timeout: float = field(default=30.0, metadata={"min": 0})
+    #: Seconds a keep-alive connection may wait without a request before it is closed.
+    idle_timeout: float = field(default=75.0, metadata={"min": 0.1})
+    #: Seconds a request's headers and body may take to arrive, from its first byte.
+    body_timeout: float = field(default=30.0, metadata={"min": 0.1})
     #: Seconds requests in flight may take to finish after SIGTERM, before everything closes.
     shutdown_grace: float = field(default=10.0, metadata={"min": 0})
     #: `text` (one readable line per record) or `json` (one JSON object per line).
