@@ -124,7 +124,7 @@ class EventReply(Reply):
 
 
 class TombstoneSchema(Schema):
-    id = fields.String(required=True)
+    id = fields.String(required=True, metadata={"format": "uuid"})
     seq = fields.Integer(required=True)
 
 

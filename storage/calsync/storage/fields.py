@@ -128,14 +128,20 @@ class ResourceSchema(Schema):
         return given
 
 
+# What the server writes into records, for the OpenAPI document: ids are UUIDs (migrated ones
+# too: uuid5), times RFC 3339 in UTC with milliseconds.
+UUID = {"format": "uuid"}
+TIMESTAMP = {"format": "date-time"}
+
+
 class DepartmentSchema(ResourceSchema):
     required_message = "부서 이름은 필수입니다."
 
-    id = fields.String(dump_only=True)
+    id = fields.String(dump_only=True, metadata=UUID)
     name = Text(100, trim=True, required=True)
     description = Text(1000)
-    created_at = fields.String(dump_only=True)
-    updated_at = fields.String(dump_only=True)
+    created_at = fields.String(dump_only=True, metadata=TIMESTAMP)
+    updated_at = fields.String(dump_only=True, metadata=TIMESTAMP)
     seq = fields.Integer(dump_only=True)
     epoch = fields.String(dump_only=True)
 
@@ -143,15 +149,15 @@ class DepartmentSchema(ResourceSchema):
 class EventSchema(ResourceSchema):
     required_message = "날짜와 제목은 필수입니다."
 
-    id = fields.String(dump_only=True)
-    department_id = fields.String(dump_only=True)
+    id = fields.String(dump_only=True, metadata=UUID)
+    department_id = fields.String(dump_only=True, metadata=UUID)
     event_date = Text(10, trim=True, required=True, validate=check_date)
     title = Text(200, trim=True, required=True)
     description = Text(5000)
     time = Text(50, trim=True)
     url = Text(2048, trim=True, validate=check_url)
-    created_at = fields.String(dump_only=True)
-    last_modified = fields.String(dump_only=True)
+    created_at = fields.String(dump_only=True, metadata=TIMESTAMP)
+    last_modified = fields.String(dump_only=True, metadata=TIMESTAMP)
     version = fields.Integer(dump_only=True)
     seq = fields.Integer(dump_only=True)
 
