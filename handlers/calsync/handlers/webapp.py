@@ -38,6 +38,11 @@ class WebAppHandler(tornado.web.StaticFileHandler):
         answer_error(self, error_for_status(status_code))
 
 
+class FaviconHandler(WebAppHandler):
+    """`/favicon.ico`, which browsers ask every server for: the web calendar's icon (its own
+    class, so metrics count it under its own route)."""
+
+
 class AppRedirect(ApiHandler):
     """`/app` → `/app/`; any other method gets the usual JSON 405."""
 
@@ -51,4 +56,5 @@ class AppRedirect(ApiHandler):
 routes: list[tuple[str, Any] | tuple[str, Any, dict[str, Any]]] = [
     (r"/app", AppRedirect),
     (r"/app/(.*)", WebAppHandler, {"path": str(WEB_FOLDER), "default_filename": "index.html"}),
+    (r"/(favicon\.ico)", FaviconHandler, {"path": str(WEB_FOLDER)}),
 ]

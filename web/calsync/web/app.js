@@ -13,6 +13,14 @@ const TEXT = {
     offline: "연결 끊김: 다시 연결하는 중…", noDepartments: "볼 수 있는 부서가 없습니다.", saved: "저장했습니다.",
     deleted: "삭제했습니다.", confirmDelete: "이 일정을 삭제할까요?", weekdays: ["일", "월", "화", "수", "목", "금", "토"],
     month: (y, m) => `${y}년 ${m}월`, more: (n) => `외 ${n}개`,
+    skip: "일정 편집으로 건너뛰기", monthNav: "달 이동", editorLabel: "일정 편집", timePlaceholder: "오후 2시 ~ 오후 3시",
+    manageDepartments: "부서 관리", newDepartment: "새 부서", create: "만들기", renameDepartment: "이 부서의 이름",
+    rename: "이름 바꾸기", deleteDepartment: "부서 삭제", departmentCreated: "부서를 만들었습니다.",
+    departmentRenamed: "부서 이름을 바꿨습니다.", departmentDeleted: "부서를 삭제했습니다.",
+    confirmDeleteDepartment: (name) => `'${name}' 부서와 그 일정을 모두 삭제할까요?`,
+    openLink: "링크 열기", agenda: "이달의 일정", noEvents: "이달에는 일정이 없습니다.", allDay: "종일",
+    dayLabel: (date) => `${date.getDate()}, ${date.toLocaleDateString("ko", {year: "numeric", month: "long", day: "numeric", weekday: "long"})}, 새 일정`,
+    agendaDay: (date) => date.toLocaleDateString("ko", {month: "long", day: "numeric", weekday: "short"}),
   },
   en: {
     department: "Department", today: "Today", previous: "Previous month", next: "Next month", token: "Token",
@@ -26,6 +34,15 @@ const TEXT = {
     deleted: "Deleted.", confirmDelete: "Delete this event?", weekdays: ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"],
     month: (y, m) => new Date(y, m - 1, 1).toLocaleDateString("en", {year: "numeric", month: "long"}),
     more: (n) => `${n} more`,
+    skip: "Skip to the event form", monthNav: "Month", editorLabel: "Event", timePlaceholder: "2:00 PM - 3:00 PM",
+    manageDepartments: "Departments", newDepartment: "New department", create: "Create",
+    renameDepartment: "This department's name", rename: "Rename", deleteDepartment: "Delete department",
+    departmentCreated: "Department created.", departmentRenamed: "Department renamed.",
+    departmentDeleted: "Department deleted.",
+    confirmDeleteDepartment: (name) => `Delete the department '${name}' and all its events?`,
+    openLink: "Open link", agenda: "This month", noEvents: "No events this month.", allDay: "All day",
+    dayLabel: (date) => `${date.getDate()}, ${date.toLocaleDateString("en", {year: "numeric", month: "long", day: "numeric", weekday: "long"})}, new event`,
+    agendaDay: (date) => date.toLocaleDateString("en", {month: "long", day: "numeric", weekday: "short"}),
   },
 };
 const LANG = (navigator.language || "ko").toLowerCase().startsWith("ko") ? "ko" : "en";
@@ -46,6 +63,7 @@ const state = {
   pending: null,          // the PUT body refused with 412, for "overwrite"
   socket: null,
   delay: 500,
+  focusDate: null,        // the one day button in the Tab order (arrow keys move it)
 };
 
 // -- URL and token -------------------------------------------------------------------------
@@ -90,6 +108,12 @@ function mayWrite(departmentId) {
   if (claims.role === "admin") return true;
   const departments = claims.departments;
   return claims.role === "write" && (departments === "*" || (Array.isArray(departments) && departments.includes(departmentId)));
+}
+
+function mayAdmin() {
+  if (!state.token) return true;  // auth off: anyone may manage departments, as with the API
+  const claims = tokenClaims();
+  return Boolean(claims && claims.role === "admin");
 }
 
 // -- REST ----------------------------------------------------------------------------------
@@ -222,16 +246,84 @@ function today() {
   return iso(now.getFullYear(), now.getMonth() + 1, now.getDate());
 }
 
+// -- clock times: calsync.server.clocktime, as the .ics feed reads them --------------------
+// The same grammar as the server's (tests/test_webapp.py compares the two on a table of
+// times): "14:00", "2:00 PM", "오후 2시 반", "오후 2시 ~ 3시", ...; anything else is no clock time.
+const CLOCK = (p) => `(?:(?<${p}ko>오전|오후)\\s*)?(?<${p}h>\\d{1,2})(?:\\s*:\\s*(?<${p}m>\\d{2})(?:\\s*시)?` +
+  `|\\s*(?<${p}si>시)(?:\\s*(?:(?<${p}km>\\d{1,2})\\s*분|(?<${p}half>반)))?)?(?:\\s*(?<${p}en>[ap])\\.?\\s*m\\.?)?`;
+const READING = new RegExp(`^\\s*${CLOCK("s")}(?:\\s*(?:-|~|–|—|부터|to)\\s*${CLOCK("e")}(?:\\s*까지)?)?\\s*$`, "i");
+
+function clockSide(groups, p, inherited) {
+  const hourText = groups[`${p}h`];
+  let hour = Number(hourText);
+  const minuteText = groups[`${p}m`] || groups[`${p}km`];
+  const minute = groups[`${p}half`] ? 30 : Number(minuteText || 0);
+  const korean = groups[`${p}ko`], english = groups[`${p}en`];
+  if (korean && english) return null;
+  let half = {"오전": "am", "오후": "pm"}[korean || ""] || (english ? `${english.toLowerCase()}m` : null);
+  const hasClock = groups[`${p}m`] !== undefined || groups[`${p}si`] !== undefined;
+  if (half === null && !hasClock && p === "s") return null;
+  half = half || (hour <= 12 ? inherited : null);
+  if (minute > 59) return null;
+  if (half) {
+    if (hour < 1 || hour > 12) return null;
+    hour = hour % 12 + (half === "pm" ? 12 : 0);
+  } else if (hour > 23) {
+    return null;
+  }
+  return {minutes: hour * 60 + minute, half};
+}
+
+/** Minutes after midnight of the start `text` names ({start, end}), or null: no clock time. */
+function clockTime(text) {
+  const match = READING.exec(text || "");
+  if (!match) return null;
+  const start = clockSide(match.groups, "s", null);
+  if (!start) return null;
+  if (match.groups.eh === undefined) return {start: start.minutes, end: null};
+  const end = clockSide(match.groups, "e", start.half);
+  if (!end || end.minutes <= start.minutes) return null;
+  return {start: start.minutes, end: end.minutes};
+}
+
+/** A day's order: all-day events first, then by the clock time they name, then as typed, then oldest first. */
+function byTime(a, b) {
+  const ta = clockTime(a.time), tb = clockTime(b.time);
+  const ma = ta ? ta.start : -1, mb = tb ? tb.start : -1;
+  return ma - mb || (a.time || "").localeCompare(b.time || "") || a.created_at.localeCompare(b.created_at);
+}
+
+// -- the month: a grid, and on small screens a list --------------------------------------
+function dateOf(text) {
+  const [year, month, day] = text.split("-").map(Number);
+  return new Date(year, month - 1, day);
+}
+
+function inMonth(date) {
+  return date.startsWith(`${state.month.year}-${String(state.month.month).padStart(2, "0")}-`);
+}
+
 function render() {
   const {year, month} = state.month;
   $("month-label").textContent = T.month(year, month);
-  const first = new Date(year, month - 1, 1);
-  const start = new Date(year, month - 1, 1 - first.getDay());
   const byDay = new Map();
   for (const event of state.events.values()) {
     if (!byDay.has(event.event_date)) byDay.set(event.event_date, []);
     byDay.get(event.event_date).push(event);
   }
+  for (const events of byDay.values()) events.sort(byTime);
+  if (!state.focusDate || !inMonth(state.focusDate)) state.focusDate = inMonth(today()) ? today() : iso(year, month, 1);
+  renderGrid(byDay);
+  renderAgenda(byDay);
+  renderAdmin();
+  $("event-form").hidden = !state.canWrite;
+  $("read-only").hidden = state.canWrite;
+}
+
+function renderGrid(byDay) {
+  const {year, month} = state.month;
+  const first = new Date(year, month - 1, 1);
+  const start = new Date(year, month - 1, 1 - first.getDay());
   const weeks = $("weeks");
   weeks.replaceChildren();
   for (let week = 0; week < 6; week++) {
@@ -239,6 +331,7 @@ function render() {
     for (let weekday = 0; weekday < 7; weekday++) {
       const day = new Date(start.getFullYear(), start.getMonth(), start.getDate() + week * 7 + weekday);
       const date = iso(day.getFullYear(), day.getMonth() + 1, day.getDate());
+      const events = byDay.get(date) || [];
       const cell = document.createElement("td");
       cell.dataset.date = date;
       if (day.getMonth() !== month - 1) cell.classList.add("outside");
@@ -246,13 +339,20 @@ function render() {
       const number = document.createElement("button");
       number.type = "button";
       number.className = "day";
+      number.dataset.date = date;
       number.textContent = day.getDate();
-      number.setAttribute("aria-label", `${date} ${T.newEvent}`);
-      number.addEventListener("click", () => startNew(date));
+      number.setAttribute("aria-label", T.dayLabel(day));  // starts with the number shown
+      number.tabIndex = date === state.focusDate ? 0 : -1;
+      number.addEventListener("click", () => { state.focusDate = date; startNew(date); });
       cell.append(number);
+      if (events.length) {
+        const count = document.createElement("span");
+        count.className = "count";
+        count.setAttribute("aria-hidden", "true");
+        count.textContent = `• ${events.length}`;
+        cell.append(count);
+      }
       const list = document.createElement("ul");
-      const events = (byDay.get(date) || []).sort((a, b) => (a.time || "").localeCompare(b.time || "") ||
-                                                           a.created_at.localeCompare(b.created_at));
       for (const event of events) {
         const item = document.createElement("li");
         const button = document.createElement("button");
@@ -276,8 +376,82 @@ function render() {
     }
     weeks.append(row);
   }
-  $("event-form").hidden = !state.canWrite;
-  $("read-only").hidden = state.canWrite;
+}
+
+/** Arrow keys, Home/End and PageUp/PageDown move among the days; the grid is one Tab stop. */
+function moveFocus(event) {
+  const target = event.target.closest(".day");
+  if (!target) return;
+  const steps = {ArrowLeft: -1, ArrowRight: 1, ArrowUp: -7, ArrowDown: 7};
+  const date = dateOf(target.dataset.date);
+  let next;
+  if (event.key in steps) next = new Date(date.getFullYear(), date.getMonth(), date.getDate() + steps[event.key]);
+  else if (event.key === "Home") next = new Date(date.getFullYear(), date.getMonth(), date.getDate() - date.getDay());
+  else if (event.key === "End") next = new Date(date.getFullYear(), date.getMonth(), date.getDate() + 6 - date.getDay());
+  else if (event.key === "PageUp" || event.key === "PageDown") {
+    next = new Date(date.getFullYear(), date.getMonth() + (event.key === "PageUp" ? -1 : 1), 1);
+  } else return;
+  event.preventDefault();
+  state.focusDate = iso(next.getFullYear(), next.getMonth() + 1, next.getDate());
+  if (!inMonth(state.focusDate)) {
+    state.month = {year: next.getFullYear(), month: next.getMonth() + 1};
+    writeLocation();
+  }
+  render();
+  document.querySelector(`.day[data-date="${state.focusDate}"]`).focus();
+}
+
+function renderAgenda(byDay) {
+  const days = [...byDay.keys()].filter(inMonth).sort();
+  $("agenda-empty").hidden = days.length > 0;
+  $("agenda-days").replaceChildren(...days.map((date) => {
+    const item = document.createElement("li");
+    const heading = document.createElement("h3");
+    heading.textContent = T.agendaDay(dateOf(date));
+    const list = document.createElement("ul");
+    for (const event of byDay.get(date)) {
+      const entry = document.createElement("li");
+      entry.className = "agenda-event";
+      entry.dataset.id = event.id;
+      const when = document.createElement("span");
+      when.className = "when";
+      when.textContent = event.time || T.allDay;
+      const title = document.createElement("button");
+      title.type = "button";
+      title.textContent = event.title;
+      title.addEventListener("click", () => startEdit(event.id));
+      entry.append(when, title);
+      if (event.description) {
+        const details = document.createElement("p");
+        details.className = "details";
+        details.textContent = event.description;
+        entry.append(details);
+      }
+      const link = safeLink(event.url);
+      if (link) entry.append(link);
+      list.append(entry);
+    }
+    item.append(heading, list);
+    return item;
+  }));
+}
+
+/** An event's `url` as a link that opens apart from this page, or null (only http and https). */
+function safeLink(url) {
+  if (!/^https?:\/\//i.test(url || "")) return null;
+  const link = document.createElement("a");
+  link.href = url;
+  link.target = "_blank";
+  link.rel = "noopener noreferrer";
+  link.textContent = url;
+  return link;
+}
+
+function renderAdmin() {
+  const department = state.departments.find((d) => d.id === state.departmentId);
+  $("department-admin").hidden = !mayAdmin();
+  $("department-rename").hidden = !department;
+  if (department && document.activeElement !== $("department-name")) $("department-name").value = department.name;
 }
 
 // -- the form -----------------------------------------------------------------------------
@@ -286,6 +460,14 @@ const input = (field) => $(`event-${field === "event_date" ? "date" : field}`);
 
 function fillForm(event) {
   for (const field of FIELDS) input(field).value = event[field] || "";
+  showLink();
+}
+
+function showLink() {
+  const link = $("event-link");
+  const url = input("url").value.trim();
+  link.hidden = !/^https?:\/\//i.test(url);
+  if (!link.hidden) link.href = url;
 }
 
 function formValues() {
@@ -306,6 +488,7 @@ function startNew(date) {
 function startEdit(id) {
   const event = state.events.get(id);
   if (!event) return;
+  state.focusDate = inMonth(event.event_date) ? event.event_date : state.focusDate;
   state.editing = event;
   state.pending = null;
   $("conflict").hidden = true;
@@ -334,6 +517,7 @@ async function save(overwrite = false) {
     state.pending = values;
     state.editing = answer.body.event;
     apply(answer.body.event);
+    showMessage("");  // an older "saved" must not stand beside the conflict
     $("conflict").hidden = false;
     $("conflict-reload").focus();
     render();
@@ -354,6 +538,7 @@ async function remove() {
   if (answer.status === 412) {
     state.editing = answer.body.event;
     apply(answer.body.event);
+    showMessage("");
     $("conflict").hidden = false;
     render();
     return;
@@ -373,12 +558,46 @@ async function loadDepartments() {
   const select = $("department");
   select.replaceChildren(...state.departments.map((department) => new Option(department.name, department.id)));
   if (!state.departments.length) {
+    state.departmentId = null;
+    state.events = new Map();
+    state.cursor = null;
+    render();
     showMessage(T.noDepartments);
     return;
   }
   const wanted = state.departments.some((d) => d.id === state.departmentId) ? state.departmentId : state.departments[0].id;
   select.value = wanted;
   if (wanted !== state.departmentId || !state.cursor) follow(wanted);
+  else renderAdmin();
+}
+
+async function createDepartment() {
+  const name = $("new-department-name").value;
+  const answer = await api("POST", "/api/departments", {name}, {"Idempotency-Key": newKey()});
+  if (answer.status !== 201) return explain(answer);
+  $("new-department-name").value = "";
+  state.departmentId = answer.body.department.id;
+  state.cursor = null;
+  showMessage(T.departmentCreated, "info");
+  await loadDepartments();
+}
+
+async function renameDepartment() {
+  const answer = await api("PUT", `/api/departments/${encodeURIComponent(state.departmentId)}`,
+                           {name: $("department-name").value});
+  if (answer.status !== 200) return explain(answer);
+  $("department-name").blur();
+  showMessage(T.departmentRenamed, "info");
+  await loadDepartments();
+}
+
+async function deleteDepartment() {
+  const department = state.departments.find((d) => d.id === state.departmentId);
+  if (!department || !confirm(T.confirmDeleteDepartment(department.name))) return;
+  const answer = await api("DELETE", `/api/departments/${encodeURIComponent(department.id)}`);
+  if (answer.status !== 200) return explain(answer);
+  showMessage(T.departmentDeleted, "info");
+  await loadDepartments();
 }
 
 function moveMonth(step) {
@@ -393,6 +612,7 @@ function labels() {
   document.documentElement.lang = LANG;
   document.querySelectorAll("[data-text]").forEach((node) => { node.textContent = T[node.dataset.text]; });
   document.querySelectorAll("[data-label]").forEach((node) => { node.setAttribute("aria-label", T[node.dataset.label]); });
+  document.querySelectorAll("[data-placeholder]").forEach((node) => { node.placeholder = T[node.dataset.placeholder]; });
   $("weekdays").replaceChildren(...T.weekdays.map((name) => {
     const cell = document.createElement("th");
     cell.scope = "col";
@@ -411,6 +631,11 @@ function wire() {
     writeLocation();
     render();
   });
+  $("weeks").addEventListener("keydown", moveFocus);
+  $("event-url").addEventListener("input", showLink);
+  $("department-create").addEventListener("submit", (e) => { e.preventDefault(); createDepartment(); });
+  $("department-rename").addEventListener("submit", (e) => { e.preventDefault(); renameDepartment(); });
+  $("department-delete").addEventListener("click", deleteDepartment);
   $("event-form").addEventListener("submit", (e) => { e.preventDefault(); save(); });
   $("delete").addEventListener("click", remove);
   $("new").addEventListener("click", () => startNew(today()));
