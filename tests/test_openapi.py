@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -47,6 +48,34 @@ def test_the_document_is_valid_openapi_3_1_and_covers_every_rest_route(document)
     assert {"201", "400", "401", "403", "404", "409", "413", "422", "431", "503"} <= set(create["responses"])
     event = document["components"]["schemas"]["Event"]["properties"]
     assert (event["title"]["maxLength"], event["event_date"]["format"]) == (200, "date")  # from the validating schema
+
+
+def test_the_document_says_what_clients_need(document):
+    """Issue 18: servers, tags, formats, the replay header, and no token on open routes."""
+    assert document["servers"] == [{"url": "/", "description": "이 문서를 준 서버"}]
+    assert {tag["name"] for tag in document["tags"]} == {"status", "departments", "events", "feeds"}
+    assert all(operation.get("tags") for item in document["paths"].values() for operation in item.values())
+    schemas = document["components"]["schemas"]
+    assert schemas["Event"]["properties"]["id"]["format"] == "uuid"
+    assert schemas["Event"]["properties"]["last_modified"]["format"] == "date-time"
+    assert schemas["Department"]["properties"]["created_at"]["format"] == "date-time"
+    events = document["paths"]["/api/events/{id}"]
+    assert set(events) == {"get", "post", "put", "delete"}
+    assert "부서 id" in events["get"]["parameters"][0]["description"]
+    assert "이벤트 id" in events["put"]["parameters"][0]["description"]
+    assert "Idempotent-Replayed" in events["post"]["responses"]["201"]["headers"]
+    assert "Idempotent-Replayed" in document["paths"]["/api/departments"]["post"]["responses"]["201"]["headers"]
+    for path in ("/", "/health", "/ready", "/metrics"):
+        health = document["paths"][path]["get"]
+        assert health["security"] == [{}] and not {"401", "403"} & set(health["responses"]), path
+    assert {"401", "403"} <= set(document["paths"]["/api/departments"]["get"]["responses"])
+    title = schemas["NewEvent"]["properties"]["title"]["pattern"]
+    assert re.match(title, "회의") and not re.match(title, "   ") and not re.match(title, "회\x1b의")
+    url = schemas["NewEvent"]["properties"]["url"]
+    assert re.match(url["pattern"], "https://example.com/x") and not re.match(url["pattern"], "example.com")
+    assert url["type"] == ["string", "null"]  # old clients send null for ""
+    assert re.match(events["post"]["parameters"][1]["schema"]["pattern"], "abc-123")
+    assert not re.match(events["post"]["parameters"][1]["schema"]["pattern"], "키")
 
 
 def test_schemathesis_with_all_its_checks_passes(live_server):
