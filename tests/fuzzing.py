@@ -94,7 +94,7 @@ SEGMENT = st.one_of(st.just("{department}"), st.just("{event}"), st.text(string.
                     st.just("a" * 5000), st.just("%EA%B0%80"))
 ROUTES = ["/", "/health", "/ready", "/api/departments", "/api/departments/{id}", "/api/events/{id}", "/ws",
           "/api/openapi.json", "/nowhere/{id}", "/api/events/{id}/extra", "/api/departments/{id}/events.ics",
-          "/metrics", "/app/", "/app/{id}", "/app"]
+          "/metrics", "/app/", "/app/{id}", "/app", "/favicon.ico"]
 QUERY_KEYS = ["since", "epoch", "limit", "from", "to", "token", "start_date", "end_date", "x"]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
 
@@ -260,7 +260,7 @@ def check_answer(request: Request, status: int, headers: dict[str, str], body: b
         return  # the document, not an answer envelope (test_openapi.py checks it)
     if status < 400 and not headers.get("content-type", "").startswith("application/json"):
         # the feed, the metrics, the web calendar's files and redirects have types of their own
-        assert request.path.split("?")[0].endswith((".ics", "/metrics", "/app")) or "/app/" in request.path, \
+        assert request.path.split("?")[0].endswith((".ics", "/metrics", "/app", "/favicon.ico")) or "/app/" in request.path, \
             (status, headers)
         return
     assert headers.get("content-type", "").startswith("application/json"), (status, headers, body[:200])

@@ -1,7 +1,10 @@
 """The app factory: everything a request needs comes in through `make_app`.
 
 No module-level state: tests build as many apps (each with its own storage and broker) as
-they like. Handlers find what is wired here in one typed `AppContext`.
+they like. Handlers find what is wired here in one typed `AppContext`. Serve an app with
+`calsync.handlers.connections.HttpServer`, as `calsync serve` does: it enforces the header and
+body limits and the timeouts that no handler can (Tornado's plain server would buffer bodies
+up to 100 MB).
 """
 from __future__ import annotations
 
