@@ -108,6 +108,14 @@ async def test_a_declared_length_over_the_limit_gets_413_on_every_route(http_ser
         assert (status, body["code"]) == (413, "too_large"), path
 
 
+@pytest.mark.parametrize("extra, status", [(f"Content-Length: {10 * LIMIT}\r\n", 413), ("X-Big: " + "a" * 70_000 + "\r\n", 431)])
+async def test_head_requests_get_the_same_answer_without_a_body(http_server, base_url, extra, status):
+    """Found by the long fuzz run: a HEAD over a limit broke the answer (a body Tornado refuses to send)."""
+    answer = await exchange(port_of(base_url), f"HEAD /health HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode())
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()) and b"Content-Length: 88" in head and rest == b""
+
+
 @pytest.fixture
 def timed_server(app, io_loop):
     """A server with short timeouts: idle 1.5 s, headers and body 0.6 s."""

@@ -173,5 +173,7 @@ class GuardedRequest(tornado.httputil.HTTPMessageDelegate):
         headers = tornado.httputil.HTTPHeaders({
             "Content-Type": "application/json; charset=UTF-8", "Content-Length": str(len(body)),
             "Connection": "close"})
-        self.conn.write_headers(tornado.httputil.ResponseStartLine("HTTP/1.1", status, http.client.responses[status]), headers, body)
+        answer = b"" if start_line.method == "HEAD" else body  # HEAD: the same headers, no body
+        self.conn.write_headers(tornado.httputil.ResponseStartLine("HTTP/1.1", status, http.client.responses[status]),
+                                headers, answer)
         self.conn.finish()
