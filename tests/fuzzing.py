@@ -52,7 +52,7 @@ ERROR_CODES = _error_codes()
 ODD_TEXT = st.sampled_from([
     "", " ", "\u200f\u202e역방향", "a\u0000b", "\ud800", "e\u0301\u0301\u0301", "🗓️👩‍👩‍👧", "\ufeff", "\\", "%00",
     "../../etc/passwd", "' OR 1=1 --", "<script>alert(1)</script>", "9" * 400, "-1", "1e309", "NaN", "null",
-    "2024-02-30", "2024-13-01", "0000-00-00", "2024-1-1", "９９９９-０１-０１",
+    "2024-02-30", "2024-13-01", "0000-00-00", "2024-1-1", "９９９９-０１-０１", "http://[", "https://[::1", "http://a]b",
 ])
 TEXT = st.one_of(ODD_TEXT, st.text(max_size=60), st.text(min_size=190, max_size=260),
                  st.text(alphabet="가나다", min_size=990, max_size=1010), st.text(alphabet="x", min_size=4990, max_size=5010))

@@ -132,7 +132,7 @@ async def test_event_date_and_title_required(http_server_client, payload):
     ({"event_date": "2024-02-30"}, "event_date"), ({"event_date": "20240120"}, "event_date"),
     ({"event_date": "2024-1-2"}, "event_date"), ({"title": "x" * 201}, "title"),
     ({"description": "x" * 5001}, "description"), ({"time": "x" * 51}, "time"),
-    ({"url": "ftp://example.com"}, "url"), ({"url": "example.com"}, "url"),
+    ({"url": "ftp://example.com"}, "url"), ({"url": "example.com"}, "url"), ({"url": "http://["}, "url"),
     ({"url": "https://example.com/" + "x" * 2048}, "url"), ({"title": ["a"]}, "title"),
 ])
 async def test_event_validation(http_server_client, fields, field):

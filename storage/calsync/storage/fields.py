@@ -85,12 +85,18 @@ def check_date(value: str) -> None:
         raise ValidationError("존재하지 않는 날짜입니다.") from None
 
 
+NOT_A_URL = "http(s)로 시작하는 절대 URL이어야 합니다."
+
+
 def check_url(value: str) -> None:
     if not value:
         return
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # "http://[": a bracket that opens no IPv6 address
+        raise ValidationError(NOT_A_URL) from None
     if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in value):
-        raise ValidationError("http(s)로 시작하는 절대 URL이어야 합니다.")
+        raise ValidationError(NOT_A_URL)
 
 
 class ResourceSchema(Schema):
