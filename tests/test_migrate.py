@@ -138,6 +138,19 @@ async def test_rerun_after_an_edit_updates_only_that_event(storage, legacy):
     assert (await storage.get_department(changed.department_id)).epoch != epochs[changed.department_id]
 
 
+async def test_windows_line_ends_become_newlines(storage, legacy):
+    """The old server stored text as sent; calsync refuses a carriage return (contract 13), so
+    the migration turns "\r\n" and "\r" into newlines rather than refusing the record."""
+    events = json.loads((legacy / "calendar_events.json").read_text())
+    events["2024-01-20"][0]["Title"] = "팀 회의\r\n"
+    events["2024-01-20"][0]["Description"] = "첫 줄\r\n둘째 줄\r셋째 줄"
+    (legacy / "calendar_events.json").write_text(json.dumps(events, ensure_ascii=False))
+    status, _ = await run_migrate(storage, legacy)
+    assert status == 0
+    event = by_title(await read_snapshot(storage))["팀 회의"][0]
+    assert event.description == "첫 줄\n둘째 줄\n셋째 줄"
+
+
 async def test_rerun_after_a_department_change_moves_the_event(storage, legacy):
     await run_migrate(storage, legacy)
     events = json.loads((legacy / "calendar_events.json").read_text())

@@ -14,7 +14,15 @@ from calsync.handlers import schemas
 from calsync.handlers.base import ApiHandler, to_json
 from calsync.server.version import __version__
 from calsync.storage import fields as records
-from calsync.storage.fields import Count, Text, check_date, check_url
+from calsync.storage.fields import (
+    NO_CONTROL_PATTERN,
+    NOT_BLANK_PATTERN,
+    URL_PATTERN,
+    Count,
+    Text,
+    check_date,
+    check_url,
+)
 
 ERRORS = {
     400: "입력이 올바르지 않음 (`validation_error`, `invalid_json`): 필드 규칙, 본문이 JSON 객체가 아님, "
@@ -40,26 +48,18 @@ TAGS = [
     {"name": "events", "description": "부서의 이벤트와 변경 피드 (contract 8)"},
     {"name": "feeds", "description": "캘린더 앱이 구독하는 iCalendar 피드"},
 ]
-#: What every text field refuses (contract 13): C0 control characters other than tab and newline.
-NO_CONTROL = "^[^\\x00-\\x08\\x0b-\\x1f]*$"
-#: ... and a required field also needs one character that is not blank.
-NOT_BLANK = "^[^\\x00-\\x08\\x0b-\\x1f]*[^\\s\\x00-\\x1f][^\\x00-\\x08\\x0b-\\x1f]*$"
-#: `url`: empty, or an absolute http(s) URL without spaces (`check_url`).
-HTTP_URL = "^$|^[hH][tT][tT][pP][sS]?://[^\\s/?#\\[\\]\\x00-\\x1f]+[^\\s\\x00-\\x1f]*$"
-
-
 def _field_properties(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, Any]:
     """What our own fields check, in OpenAPI terms."""
     properties: dict[str, Any] = {}
     validators = field.validators if isinstance(field.validators, list) else list(field.validators)
     if isinstance(field, Text):
         properties["maxLength"] = field.max_length
-        properties["pattern"] = NO_CONTROL
+        properties["pattern"] = NO_CONTROL_PATTERN
         if field.required:
             properties["minLength"] = 1
-            properties["pattern"] = NOT_BLANK  # blank after trimming is refused
+            properties["pattern"] = NOT_BLANK_PATTERN  # blank after trimming is refused
         if check_url in validators:
-            properties["pattern"] = HTTP_URL
+            properties["pattern"] = URL_PATTERN
     if isinstance(field, Count):
         properties.update(type="integer", minimum=field.minimum, maximum=2**53)
     if check_date in validators:
@@ -210,6 +210,9 @@ def build_spec() -> dict[str, Any]:
                 properties[key] = {**properties[key], "type": ["string", "null"]}
     for path in document["paths"].values():  # ETag on every answer that carries one
         for method, operation in path.items():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "query":  # Tornado drops control characters from query
+                    parameter["schema"].pop("pattern", None)  # arguments: no text rule applies there
             for status in ("200", "201", "304"):
                 if status in operation["responses"] and method in ("get", "post", "put"):
                     operation["responses"][status].setdefault("headers", {}).update(ETAG)

@@ -13,6 +13,7 @@ twice writes the same records twice: nothing is duplicated.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,6 +26,7 @@ from calsync.storage.errors import ValidationFailed
 from calsync.storage.fields import check_date, department_schema, event_schema
 from calsync.storage.records import Department
 
+LINE_END = re.compile("\r\n?")
 NAMESPACE = uuid.UUID("6b1f8f3e-2a4c-5d0e-9f7a-3c5b8e1d4a20")  # fixed forever: ids depend on it
 DEPARTMENTS_FILE = "departments.json"
 EVENTS_FILE = "calendar_events.json"
@@ -132,8 +134,14 @@ def _legacy_id(value: Any) -> str | None:
     return None
 
 
+def _line_ends(value: Any) -> Any:
+    """Windows line ends ("\r\n", and a lone "\r") as newlines: the old server stored text as
+    sent, and calsync refuses a carriage return like any control character (contract 13)."""
+    return LINE_END.sub("\n", value) if isinstance(value, str) else value
+
+
 def _text(value: Any) -> Any:
-    return "" if value is None else value
+    return "" if value is None else _line_ends(value)
 
 
 def _errors(exc: ValidationFailed) -> str:
@@ -154,7 +162,7 @@ def _read_departments(path: Path, data: LegacyData) -> None:
             continue
         values = _keys(entry)
         try:
-            fields = department_schema.parse({"name": values.get("name"), "description": _text(values.get("description"))})
+            fields = department_schema.parse({"name": _line_ends(values.get("name")), "description": _text(values.get("description"))})
         except ValidationFailed as exc:
             data.problems.append(Problem("department", path.name, where, _errors(exc)))
             continue
@@ -210,7 +218,7 @@ def _read_event(entry: Any, date: str, index: int, fallback: str, data: LegacyDa
     if not isinstance(entry, dict):
         return "not a JSON object"
     values = _keys(entry)
-    raw = {"event_date": date, "title": values.get("title"), "description": _text(values.get("description")),
+    raw = {"event_date": date, "title": _line_ends(values.get("title")), "description": _text(values.get("description")),
            "time": _text(values.get("time")), "url": _text(values.get("url"))}
     try:
         fields = event_schema.parse(raw)
