@@ -12,6 +12,7 @@ from marshmallow import fields
 
 from calsync.handlers import schemas
 from calsync.handlers.base import ApiHandler, to_json
+from calsync.handlers.preconditions import IDEMPOTENCY_KEY
 from calsync.server.version import __version__
 from calsync.storage import fields as records
 from calsync.storage.fields import (
@@ -48,6 +49,8 @@ TAGS = [
     {"name": "events", "description": "부서의 이벤트와 변경 피드 (contract 8)"},
     {"name": "feeds", "description": "캘린더 앱이 구독하는 iCalendar 피드"},
 ]
+
+
 def _field_properties(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, Any]:
     """What our own fields check, in OpenAPI terms."""
     properties: dict[str, Any] = {}
@@ -91,7 +94,7 @@ def _header(name: str, description: str, schema: dict[str, Any] | None = None) -
 
 
 IDEMPOTENCY = _header("Idempotency-Key", "같은 키로 다시 보내면 처음의 201을 그대로 돌려받음 (1–255자 ASCII, contract 8.3)",
-                      {"type": "string", "pattern": "^[\\x20-\\x7e]{1,255}$"})
+                      {"type": "string", "pattern": IDEMPOTENCY_KEY.pattern})
 IF_MATCH = _header("If-Match", '이 버전일 때만 (`"3"`, `W/"3"`, `*`); 아니면 412 (contract 8.2)')
 IF_NONE_MATCH = _header("If-None-Match", "ETag가 같으면 304")
 ETAG = {"ETag": {"schema": {"type": "string"}, "description": "이벤트는 `\"<version>\"`, 목록은 `\"<epoch>.<seq>\"`"}}
