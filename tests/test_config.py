@@ -122,6 +122,8 @@ def test_config_named_by_environment(tmp_path, clean_environment, monkeypatch):
     ("server:\n  ping_interval: .nan\n", "calsync.yaml: server.ping_interval: expected a number, got nan"),
     ("server:\n  ping_timeout: true\n", "calsync.yaml: server.ping_timeout: expected a number, got True"),
     ("server:\n  shutdown_grace: -1\n", "calsync.yaml: server.shutdown_grace: must be at least 0, got -1"),
+    ("server:\n  idle_timeout: 0\n", "calsync.yaml: server.idle_timeout: must be at least 0.1, got 0"),
+    ("server:\n  body_timeout: soon\n", "calsync.yaml: server.body_timeout: expected a number, got 'soon'"),
     ("server:\n  log_format: xml\n", "calsync.yaml: server: log_format must be text or json, got 'xml'"),
     ("server:\n  timezone: Mars/Olympus\n", "calsync.yaml: server: timezone: unknown time zone 'Mars/Olympus'"),
     ("ics:\n  default_minutes: 0\n", "calsync.yaml: ics.default_minutes: must be between 1 and 1440, got 0"),
