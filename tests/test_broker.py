@@ -277,7 +277,7 @@ def test_several_processes_with_a_local_broker_say_pushes_stay_in_each(tmp_path)
         status, _ = http_json(server.url + "/api/departments", "POST", {"name": "두 프로세스"})
         assert status == 201
     finally:
-        assert server.stop() == 0
+        assert server.stop() == 0, server.output
 
 
 async def test_a_push_crosses_processes_through_redis_at_once(tmp_path, start_servers, redis_server, request):

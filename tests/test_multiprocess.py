@@ -8,7 +8,9 @@ has its own seq, and concurrent If-Match updates through different processes hav
 """
 from __future__ import annotations
 
+import asyncio
 import json
+import multiprocessing
 import random
 import signal
 import threading
@@ -16,9 +18,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from calsync.storage.sqlite import SqliteOptions, SqliteStorage
 from tests.process import ServerProcess, run_cli, write_config
 
 WRITES = 90
@@ -208,3 +213,29 @@ def test_three_processes_on_one_store_act_as_one_server(three_processes):
     for thread in racers:
         thread.join(60)
     assert sorted(results) == [200] + [412] * 5
+
+
+def open_when_all_are_ready(path: Path, ready: Any) -> None:
+    """In a forked child: open `path` the moment every sibling is ready too, as `serve --processes` does."""
+    async def main() -> None:
+        storage = SqliteStorage(SqliteOptions(path=path))
+        await storage.open()
+        await storage.close()
+    ready.wait()
+    asyncio.run(main())
+
+
+def test_processes_opening_a_new_sqlite_file_at_once_all_open(tmp_path):
+    """`serve --processes N` on a new file: N processes set WAL mode and make the tables at the
+    same moment. SQLite answers some of them "database is locked" at once, without waiting
+    for its busy timeout (it would deadlock otherwise), so opening retries until it can."""
+    fork = multiprocessing.get_context("fork")
+    for round_ in range(10):
+        ready = fork.Barrier(4)
+        children = [fork.Process(target=open_when_all_are_ready, args=(tmp_path / f"new-{round_}.db", ready))
+                    for _ in range(4)]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join(60)
+        assert [child.exitcode for child in children] == [0, 0, 0, 0], f"round {round_}"

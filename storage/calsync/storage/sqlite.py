@@ -8,7 +8,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import random
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
@@ -123,19 +125,32 @@ class SqliteStorage(ThreadedStorage):
             await self.run(self._open)
 
     def _open(self) -> None:
+        """Connect, switch to WAL and make the tables. Processes opening one new file at the
+        same moment (`serve --processes N`) can get "database is locked" at once: SQLite does
+        not wait out its busy timeout where waiting could deadlock. Such an open is tried
+        again, for up to `busy_timeout` seconds."""
         path = self.options.path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            db.row_factory = sqlite3.Row
-            self._wait_for_locks(db, self.options.busy_timeout)
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = FULL")
-            db.execute("PRAGMA foreign_keys = ON")
-            db.executescript(SCHEMA)
-            self._add_feed(db)
-        except (OSError, sqlite3.Error) as exc:
-            raise StorageSetupError(f"cannot open SQLite database {path}: {exc}") from None
+        deadline = time.monotonic() + self.options.busy_timeout
+        while True:
+            db: sqlite3.Connection | None = None
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                db.row_factory = sqlite3.Row
+                self._wait_for_locks(db, self.options.busy_timeout)
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute("PRAGMA synchronous = FULL")
+                db.execute("PRAGMA foreign_keys = ON")
+                db.executescript(SCHEMA)
+                self._add_feed(db)
+                break
+            except (OSError, sqlite3.Error) as exc:
+                if db is not None:
+                    db.close()
+                busy = getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                if not busy or time.monotonic() > deadline:
+                    raise StorageSetupError(f"cannot open SQLite database {path}: {exc}") from None
+                time.sleep(random.uniform(0.01, 0.05))  # apart from the others now trying again
         self._db = db
 
     @staticmethod

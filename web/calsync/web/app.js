@@ -305,6 +305,9 @@ function inMonth(date) {
 
 function render() {
   const {year, month} = state.month;
+  // From the token and the department, whichever answer came first: the WebSocket's join
+  // may fill the month before the department list arrives.
+  state.canWrite = mayWrite(state.departmentId);
   $("month-label").textContent = T.month(year, month);
   const byDay = new Map();
   for (const event of state.events.values()) {
