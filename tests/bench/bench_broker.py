@@ -29,7 +29,7 @@ from pathlib import Path
 import tornado.httpclient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.bench.bench_server import connect_many, percentile, post, push_latency  # noqa: E402
+from tests.bench.bench_server import join_room, percentile, post, push_latency  # noqa: E402
 from tests.bench.bench_sync import cpu_seconds  # noqa: E402
 from tests.process import RedisProcess, ServerProcess  # noqa: E402
 
@@ -42,14 +42,7 @@ def children(pid: int) -> list[int]:
 async def throughput(base: str, department_id: str, clients: int, writers: int, creates: int,
                      server_pids: list[int], redis_pid: int) -> tuple[float, float, float]:
     host, port = base.split("://")[1].split(":")
-    connections = await connect_many(host, int(port), clients)
-    frame = json.dumps({"event": "join_department", "data": {"department_id": department_id}})
-    for connection in connections:
-        assert b'"connected"' in await connection.frames.get()
-        connection.send(frame)
-    for connection in connections:
-        while b'"joined_department"' not in await connection.frames.get():
-            pass
+    connections = await join_room(host, int(port), clients, department_id)
     expected = clients * creates
     received = 0
     done = asyncio.Event()

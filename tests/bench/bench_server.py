@@ -137,6 +137,19 @@ async def connect_many(host: str, port: int, count: int, wave: int = 100) -> lis
     return connections
 
 
+async def join_room(host: str, port: int, count: int, department_id: str) -> list[LightClient]:
+    """`count` clients in the department's room (pushes that come before the answer skipped)."""
+    connections = await connect_many(host, port, count)
+    frame = json.dumps({"event": "join_department", "data": {"department_id": department_id}})
+    for connection in connections:
+        assert b'"connected"' in await connection.frames.get()
+        connection.send(frame)
+    for connection in connections:
+        while b'"joined_department"' not in await connection.frames.get():
+            pass
+    return connections
+
+
 def system_seconds(pid: int) -> float:
     """The kernel's share of the server's CPU (stime): for pushes, mostly loopback TCP sends."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -194,13 +207,7 @@ async def push_latency(base: str, department_id: str, clients: int, pushes: int,
         assert b'"joined_department"' in await member.frames.get()
         asyncio.get_running_loop().remove_reader(member.sock)  # and it reads no more
         stopped.append(member)
-    connections = await connect_many(host, int(port), clients)
-    frame = json.dumps({"event": "join_department", "data": {"department_id": department_id}})
-    for connection in connections:
-        assert b'"connected"' in await connection.frames.get()
-        connection.send(frame)
-    for connection in connections:
-        assert b'"joined_department"' in await connection.frames.get()
+    connections = await join_room(host, int(port), clients, department_id)
 
     http = tornado.httpclient.AsyncHTTPClient(force_instance=True)
     latencies: list[float] = []

@@ -31,6 +31,7 @@ from calsync.storage.errors import (
 from calsync.storage.feed import Change, IdempotencyKey
 
 log = logging.getLogger("calsync.http")
+JSON_TYPE = "application/json; charset=UTF-8"
 
 # What browsers from an allowed origin may send, and may read of an answer (contract 9.2).
 CORS_REQUEST_HEADERS = "Authorization, Content-Type, If-Match, If-None-Match, Idempotency-Key"
@@ -46,7 +47,7 @@ def answer_error(handler: tornado.web.RequestHandler, error: CalsyncError, trans
     if isinstance(error, Unauthorized):
         handler.set_header("WWW-Authenticate", "Bearer")
     handler.set_status(status_of(error))
-    handler.set_header("Content-Type", "application/json; charset=UTF-8")
+    handler.set_header("Content-Type", JSON_TYPE)
     handler.finish(to_json(error_document(error)))
 
 
@@ -140,7 +141,7 @@ class ApiHandler(ServerParts, tornado.web.RequestHandler):
     _counted = False  # counted in the app's `InFlight` until finished or dropped
 
     def set_default_headers(self) -> None:
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Content-Type", JSON_TYPE)
         origin = self.request.headers.get("Origin")
         if origin and origin_allowed(origin, self.request.host, self.context.allowed_origins):
             self.set_header("Access-Control-Allow-Origin", origin)

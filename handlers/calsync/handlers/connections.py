@@ -31,7 +31,7 @@ import tornado.httputil
 import tornado.ioloop
 import tornado.web
 
-from calsync.handlers.base import error_document, to_json
+from calsync.handlers.base import JSON_TYPE, error_document, to_json
 from calsync.handlers.errors import HeadersTooLarge, TooLarge, status_of
 from calsync.server.context import AppContext
 from calsync.server.logs import printable
@@ -171,7 +171,7 @@ class GuardedRequest(tornado.httputil.HTTPMessageDelegate):
         log.info("%d %s %s: %s", status, start_line.method, printable(start_line.path.split("?", 1)[0][:200]), error.code)
         body = to_json(error_document(error)).encode("utf-8")
         headers = tornado.httputil.HTTPHeaders({
-            "Content-Type": "application/json; charset=UTF-8", "Content-Length": str(len(body)),
+            "Content-Type": JSON_TYPE, "Content-Length": str(len(body)),
             "Connection": "close"})
         answer = b"" if start_line.method == "HEAD" else body  # HEAD: the same headers, no body
         self.conn.write_headers(tornado.httputil.ResponseStartLine("HTTP/1.1", status, http.client.responses[status]),

@@ -21,39 +21,46 @@ from calsync.storage.errors import (
 
 
 class InvalidJson(CalsyncError):
-    status = 400
     code = "invalid_json"
     message = "요청 본문이 올바른 JSON 객체가 아닙니다."
+
+
 class InvalidMessage(CalsyncError):
-    status = 400
     code = "invalid_message"
     message = "메시지 형식이 올바르지 않습니다."
+
+
 class UnknownEvent(CalsyncError):
-    status = 400
     code = "unknown_event"
     message = "알 수 없는 이벤트입니다."
+
+
 class MethodNotAllowed(CalsyncError):
-    status = 405
     code = "method_not_allowed"
     message = "허용되지 않는 메서드입니다."
+
+
 class TooLarge(CalsyncError):
-    status = 413
     code = "too_large"
     message = "요청 본문이 너무 큽니다."
+
+
 class HeadersTooLarge(TooLarge):
-    """Headers over `MAX_HEADER_BYTES` (contract 13): answered by the connection."""
-    status = 431
+    """Headers over `MAX_HEADER_BYTES` (contract 13): answered by the connection, with 431."""
     message = "요청 헤더가 너무 큽니다."
+
+
 class RateLimited(CalsyncError):
-    status = 429
     code = "rate_limited"
     message = "요청이 너무 많습니다. 잠시 후 다시 시도해 주세요."
+
+
 class LimitExceeded(CalsyncError):
-    status = 400
     code = "limit_exceeded"
     message = "한도를 넘었습니다."
+
+
 class ServerBusy(CalsyncError):
-    status = 503
     code = "server_busy"
     message = "서버가 혼잡합니다. 잠시 후 다시 연결해 주세요."
 
@@ -63,7 +70,7 @@ class UpgradeRequired(ValidationFailed):
 
 
 class BadRequest(ValidationFailed):
-    """A status Tornado raised that has no error of its own (411, 414, 431, ...): answered
+    """A status Tornado raised that has no error of its own (411, 414, ...): answered
     with that status and the contract's `validation_error` body."""
 
     def __init__(self, status: int) -> None:

@@ -16,6 +16,7 @@ import abc
 import json
 import logging
 import time
+from collections import Counter
 from typing import Any, Callable, Iterable, Protocol
 
 from calsync.storage.feed import Change, Kind
@@ -245,10 +246,7 @@ class Hub(Broker):
 
     def subjects(self, room: str) -> dict[str, int]:
         """This process's connections in `room`, by subject."""
-        counts: dict[str, int] = {}
-        for member in self._rooms.get(room, ()):
-            counts[member.sub] = counts.get(member.sub, 0) + 1
-        return counts
+        return dict(Counter(member.sub for member in self._rooms.get(room, ())))
 
     # pushes
     def publish(self, change: Change) -> None:
@@ -316,9 +314,8 @@ class Hub(Broker):
 
 def presence_answer(department_id: str, processes: Iterable[dict[str, int]]) -> dict[str, Any]:
     """The `presence` reply from each process's counts by subject."""
-    counts: dict[str, int] = {}
+    counts: Counter[str] = Counter()
     for subjects in processes:
-        for subject, connections in subjects.items():
-            counts[subject] = counts.get(subject, 0) + connections
+        counts.update(subjects)
     members = [{"sub": subject, "connections": connections} for subject, connections in sorted(counts.items())]
     return {"department_id": department_id, "connections": sum(counts.values()), "members": members}

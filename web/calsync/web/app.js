@@ -288,9 +288,17 @@ function clockTime(text) {
 
 /** A day's order: all-day events first, then by the clock time they name, then as typed, then oldest first. */
 function byTime(a, b) {
-  const ta = clockTime(a.time), tb = clockTime(b.time);
-  const ma = ta ? ta.start : -1, mb = tb ? tb.start : -1;
-  return ma - mb || (a.time || "").localeCompare(b.time || "") || a.created_at.localeCompare(b.created_at);
+  return startOf(a) - startOf(b) || (a.time || "").localeCompare(b.time || "") || a.created_at.localeCompare(b.created_at);
+}
+
+const STARTS = new WeakMap();  // event -> minutes (-1: no clock time); an update is a new object
+
+function startOf(event) {
+  if (!STARTS.has(event)) {
+    const clock = clockTime(event.time);
+    STARTS.set(event, clock ? clock.start : -1);
+  }
+  return STARTS.get(event);
 }
 
 // -- the month: a grid, and on small screens a list --------------------------------------
@@ -440,8 +448,12 @@ function renderAgenda(byDay) {
 }
 
 /** An event's `url` as a link that opens apart from this page, or null (only http and https). */
+function isWebUrl(url) {
+  return /^https?:\/\//i.test(url || "");
+}
+
 function safeLink(url) {
-  if (!/^https?:\/\//i.test(url || "")) return null;
+  if (!isWebUrl(url)) return null;
   const link = document.createElement("a");
   link.href = url;
   link.target = "_blank";
@@ -469,7 +481,7 @@ function fillForm(event) {
 function showLink() {
   const link = $("event-link");
   const url = input("url").value.trim();
-  link.hidden = !/^https?:\/\//i.test(url);
+  link.hidden = !isWebUrl(url);
   if (!link.hidden) link.href = url;
 }
 
